@@ -1,0 +1,45 @@
+# Quick start: `make report` runs the whole pipeline, `make test` the test suite,
+# `make lab` opens JupyterLab. Each target creates .venv and installs the project
+# into it when needed (Python 3.11+ as $(PYTHON)).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Extra arguments, e.g. make report ARGS="--data ratings.csv -p epochs 5"
+ARGS        ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install report test lab sample clean-reports
+
+help:
+	@echo "make report   run the five notebooks on the default data, render HTML under reports/"
+	@echo "make test     run the test suite"
+	@echo "make lab      open JupyterLab on notebooks/ with this project's environment"
+	@echo "make sample   (re)generate the embedded sample data"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required; run with PYTHON=python3.11 (found " + sys.version.split()[0] + ")")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+report: $(STAMP)
+	$(PY) -m recsys_utils run $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name recsys-utils --display-name "recsys_utils (.venv)" >/dev/null
+	$(PY) -m recsys_utils generate
+	cd notebooks && ../$(PY) -m jupyter lab
+
+sample: $(STAMP)
+	$(PY) -m recsys_utils generate --force
+
+clean-reports:
+	rm -rf reports/*/

@@ -1,0 +1,59 @@
+"""recsys_utils: the helper package behind the notebooks.
+
+A deep-learning recommender for Amazon-style ratings. The numbered notebooks in
+``notebooks/`` tell the story; this package does the work. TensorFlow is only
+imported by the modules that train or load a Keras model (``model``, ``train``),
+so data handling, evaluation and recommendation import quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from recsys_utils.constants import (
+    DEFAULT_K,
+    DEFAULT_PRODUCT_COL,
+    DEFAULT_RATING_COL,
+    DEFAULT_TIMESTAMP_COL,
+    DEFAULT_USER_COL,
+)
+from recsys_utils.errors import ParameterError, RatingsFileError, RecsysError, RunError, UnknownIDError
+
+__version__ = "0.1.0"
+
+
+def notebook_setup(level: int = logging.INFO) -> None:
+    """Configure a notebook: package log lines to stdout, compact pandas display.
+
+    Log lines of ``recsys_utils`` (cleaning steps, training progress) appear in the
+    notebook and its HTML report as plain output rather than red stderr blocks.
+    """
+    import pandas as pd
+
+    root = logging.getLogger("recsys_utils")
+    root.setLevel(level)
+    if not any(getattr(h, "_recsys_notebook", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._recsys_notebook = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.propagate = False
+    pd.set_option("display.max_columns", 30)
+    pd.set_option("display.width", 140)
+    pd.set_option("display.float_format", lambda v: f"{v:,.4g}")
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_PRODUCT_COL",
+    "DEFAULT_RATING_COL",
+    "DEFAULT_TIMESTAMP_COL",
+    "DEFAULT_USER_COL",
+    "ParameterError",
+    "RatingsFileError",
+    "RecsysError",
+    "RunError",
+    "UnknownIDError",
+    "__version__",
+    "notebook_setup",
+]

@@ -1,0 +1,158 @@
+"""Command line: ``python -m recsys_utils run|recommend|params|generate``.
+
+Examples
+--------
+::
+
+    python -m recsys_utils run                                  # the default sample, all five notebooks
+    python -m recsys_utils run --data ratings_Electronics.csv -p min_user_ratings 5 -p epochs 10
+    python -m recsys_utils recommend --run reports/<run> --user A2Y3A341VDK37H --top-n 10
+    python -m recsys_utils params                               # every parameter, default and meaning
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from recsys_utils.errors import RecsysError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("recsys_utils")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m recsys_utils", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the five notebooks and render the HTML reports")
+    run.add_argument("--data", help="ratings file (default: the generated sample data/sample/ratings.csv)")
+    run.add_argument("--run-name", help="folder under reports/ (default: <date>-<time>-<data stem>)")
+    run.add_argument("--reports-dir", help="where runs are written (default: reports/)")
+    run.add_argument(
+        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="override a parameter (repeatable); `params` lists them",
+    )
+    run.add_argument("--hide-code", action="store_true", help="leave code cells out of the HTML reports")
+    run.add_argument("--overwrite", action="store_true", help="reuse a run folder that already holds files")
+
+    rec = sub.add_parser("recommend", help="print top-N recommendations for a user from a finished run")
+    rec.add_argument("--run", required=True, help="run directory, e.g. reports/<run_name>")
+    rec.add_argument("--user", required=True, action="append", help="user ID (repeatable)")
+    rec.add_argument("--top-n", type=int, default=10)
+    rec.add_argument(
+        "--cold-start", choices=("error", "popular"), default="error",
+        help="for a user unknown to the model: fail (default) or show the most popular products",
+    )
+
+    sub.add_parser("params", help="list every run parameter with its default and meaning")
+
+    gen = sub.add_parser("generate", help="(re)generate the embedded sample data")
+    gen.add_argument("--out", help="output CSV (default data/sample/ratings.csv)")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from recsys_utils.pipeline import resolve_config, run_pipeline
+
+    overrides: dict[str, str] = {}
+    for name, value in args.param:
+        if name in overrides:
+            raise RecsysError(f"parameter {name} given twice (-p {name} {overrides[name]} and -p {name} {value})")
+        overrides[name] = value
+    cfg = resolve_config(overrides, data=args.data)
+    result = run_pipeline(
+        cfg,
+        run_name=args.run_name,
+        reports_dir=args.reports_dir,
+        show_code=not args.hide_code,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    if result.ok:
+        print(f"report: {result.index_html}")
+        return 0
+    failed = result.failed
+    print(
+        f"run failed in {failed.name if failed else '?'}: {failed.error if failed else ''}\n"
+        f"report: {result.index_html}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from recsys_utils.artifacts import load_run
+    from recsys_utils.errors import UnknownIDError
+    from recsys_utils.recommend import popular_products, recommend_for_user
+
+    run = load_run(args.run)
+    status = 0
+    with pd.option_context("display.width", 120, "display.max_rows", 200):
+        for user in args.user:
+            try:
+                table = recommend_for_user(run.factor_model, run.encoders, run.seen, user, args.top_n)
+                print(f"Top {args.top_n} for {user}:")
+                print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+            except UnknownIDError as exc:
+                if args.cold_start != "popular":
+                    print(f"error: {exc}. Pass --cold-start popular to show the most popular products.",
+                          file=sys.stderr)
+                    status = 2
+                    continue
+                table = popular_products(run.train, args.top_n)
+                table.insert(0, "rank", range(1, len(table) + 1))
+                print(f"{user} is unknown to the model ({exc}); most popular products instead [cold start: popular]:")
+                print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+            print()
+    return status
+
+
+def _cmd_params(_: argparse.Namespace) -> int:
+    from recsys_utils.config import RunConfig
+
+    defaults = RunConfig().to_dict()
+    width = max(map(len, defaults))
+    for name, help_text in RunConfig.help().items():
+        print(f"{name:<{width}}  {defaults[name]!r:<12}  {help_text}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from recsys_utils import synthetic
+    from recsys_utils.data import default_data_path
+
+    out = Path(args.out) if args.out else default_data_path()
+    if out.exists() and not args.force:
+        print(f"{out} exists; pass --force to regenerate it")
+        return 0
+    synthetic.write_sample(out, synthetic.generate_ratings(seed=args.seed))
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("papermill", "nbconvert"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's "alternative text" notices
+    handlers = {"run": _cmd_run, "recommend": _cmd_recommend, "params": _cmd_params, "generate": _cmd_generate}
+    try:
+        return handlers[args.command](args)
+    except RecsysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,265 @@
+"""The Keras model: user and product embeddings, their dot product, a sigmoid.
+
+``prediction = sigmoid(u · p [+ b + b_u + b_p])`` estimates the rating scaled to
+[0, 1]; :func:`unit_to_rating` maps it back to stars. With ``use_bias=False`` this
+is exactly the classic tutorial model; with ``use_bias=True`` (the default) global,
+user and product biases are added before the sigmoid and the global bias starts at
+the logit of the training mean, so the untrained model already predicts the mean
+rather than 3 stars.
+
+The L2 penalty is applied to the embedding rows a batch looks up (averaged over the
+batch), as in the SGD formulation of matrix factorization, so its strength does not
+depend on the batch size and untouched rows are not shrunk.
+
+TensorFlow is imported on first use, not when this module is imported, so the
+scaling helpers are cheap to use from evaluation code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from recsys_utils.constants import RATING_MAX, RATING_MIN
+from recsys_utils.errors import ParameterError
+
+__all__ = [
+    "rating_to_unit",
+    "unit_to_rating",
+    "import_keras",
+    "build_model",
+    "load_model",
+    "save_model",
+    "extract_weights",
+    "USER_EMBEDDING",
+    "PRODUCT_EMBEDDING",
+    "USER_BIAS",
+    "PRODUCT_BIAS",
+    "GLOBAL_BIAS",
+]
+
+USER_EMBEDDING = "user_embedding"
+PRODUCT_EMBEDDING = "product_embedding"
+USER_BIAS = "user_bias"
+PRODUCT_BIAS = "product_bias"
+GLOBAL_BIAS = "global_bias"
+
+
+def rating_to_unit(r: Any, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> np.ndarray:
+    """Stars → [0, 1]: ``(r - min) / (max - min)``."""
+    return (np.asarray(r, dtype=np.float64) - rating_min) / (rating_max - rating_min)
+
+
+def unit_to_rating(x: Any, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> np.ndarray:
+    """[0, 1] → stars, the inverse of :func:`rating_to_unit`."""
+    return rating_min + np.asarray(x, dtype=np.float64) * (rating_max - rating_min)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up logging (it would land in notebook outputs)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    try:  # absl warns about logging before its own init
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send the process's file descriptor 2 to /dev/null for the duration.
+
+    TensorFlow's C++ runtime writes start-up lines (oneDNN notice, CUDA probe) straight
+    to fd 2 before its log level applies; inside a Jupyter kernel fd 2 is captured into
+    the notebook's outputs. Python exceptions are unaffected: they surface after.
+    """
+    # Always the real fd 2: inside ipykernel, sys.stderr.fileno() may name a copy.
+    fd = 2
+    try:
+        saved = os.dup(fd)
+    except OSError:  # pragma: no cover - no fd 2 at all
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+@functools.cache
+def import_keras():
+    """Import Keras (and TensorFlow) quietly and register this project's layers."""
+    quiet_tensorflow()
+    with _stderr_silenced():
+        import keras
+        import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+    @keras.saving.register_keras_serializable(package="recsys_utils")
+    class MeanRowL2(keras.regularizers.Regularizer):
+        """``l2 * sum of ||row||²`` over the looked-up rows.
+
+        Keras divides an activity regularizer's value by the batch size, so the loss
+        term is ``l2 * mean over the batch of ||row||²``: a per-rating penalty whose
+        strength does not depend on the batch size.
+        """
+
+        def __init__(self, l2: float = 0.0) -> None:
+            self.l2 = float(l2)
+
+        def __call__(self, x):
+            return self.l2 * keras.ops.sum(keras.ops.square(x))
+
+        def get_config(self) -> dict:
+            return {"l2": self.l2}
+
+    @keras.saving.register_keras_serializable(package="recsys_utils")
+    class GlobalBias(keras.layers.Layer):
+        """Adds one trainable scalar to its input."""
+
+        def __init__(self, initial_value: float = 0.0, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.initial_value = float(initial_value)
+
+        def build(self, input_shape) -> None:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(),
+                initializer=keras.initializers.Constant(self.initial_value),
+                trainable=True,
+            )
+
+        def call(self, x):
+            return x + self.bias
+
+        def get_config(self) -> dict:
+            return {**super().get_config(), "initial_value": self.initial_value}
+
+    keras.MeanRowL2 = MeanRowL2  # type: ignore[attr-defined]  # reachable for build_model
+    keras.GlobalBias = GlobalBias  # type: ignore[attr-defined]
+    return keras
+
+
+def build_model(
+    n_users: int,
+    n_products: int,
+    embedding_dim: int = 32,
+    *,
+    use_bias: bool = True,
+    l2: float = 0.0,
+    initial_mean: float | None = None,
+    init_std: float = 0.05,
+    seed: int | None = None,
+    name: str | None = None,
+):
+    """Build the (uncompiled) Keras recommender.
+
+    Parameters
+    ----------
+    n_users, n_products : int
+        Vocabulary sizes (rows of the embedding tables).
+    embedding_dim : int
+        Size of each embedding.
+    use_bias : bool
+        Add global, user and product bias terms before the sigmoid.
+    l2 : float
+        Per-rating L2 penalty on the looked-up embedding (and bias) rows.
+    initial_mean : float, optional
+        Mean training rating on the [0, 1] scale; with ``use_bias`` the global bias
+        starts at its logit so the model starts by predicting the mean.
+    init_std : float
+        Standard deviation of the normal initialisation of the embeddings.
+    seed : int, optional
+        Seed of the initialisers.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``user`` and ``product`` (int32 indices), output shape ``(batch, 1)``
+        in [0, 1].
+    """
+    for label, value in (("n_users", n_users), ("n_products", n_products), ("embedding_dim", embedding_dim)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ParameterError(f"{label}={value!r}: expected a positive integer")
+    if l2 < 0:
+        raise ParameterError(f"l2={l2!r}: expected a non-negative number")
+    keras = import_keras()
+    layers = keras.layers
+    reg = keras.MeanRowL2(l2) if l2 > 0 else None
+
+    def init(offset: int):
+        return keras.initializers.RandomNormal(stddev=init_std, seed=None if seed is None else seed + offset)
+
+    user = keras.Input(shape=(), dtype="int32", name="user")
+    product = keras.Input(shape=(), dtype="int32", name="product")
+    u = layers.Embedding(n_users, embedding_dim, embeddings_initializer=init(0), activity_regularizer=reg,
+                         name=USER_EMBEDDING)(user)
+    p = layers.Embedding(n_products, embedding_dim, embeddings_initializer=init(1), activity_regularizer=reg,
+                         name=PRODUCT_EMBEDDING)(product)
+    score = layers.Dot(axes=1, name="dot")([u, p])
+    if use_bias:
+        bu = layers.Embedding(n_users, 1, embeddings_initializer="zeros", activity_regularizer=reg,
+                              name=USER_BIAS)(user)
+        bp = layers.Embedding(n_products, 1, embeddings_initializer="zeros", activity_regularizer=reg,
+                              name=PRODUCT_BIAS)(product)
+        score = layers.Add(name="add_biases")([score, bu, bp])
+        m = 0.5 if initial_mean is None else float(np.clip(initial_mean, 1e-3, 1 - 1e-3))
+        score = keras.GlobalBias(float(np.log(m / (1 - m))), name=GLOBAL_BIAS)(score)
+    out = layers.Activation("sigmoid", name="rating_unit")(score)
+    return keras.Model([user, product], out, name=name or ("mf_bias" if use_bias else "mf_dot"))
+
+
+def save_model(model, path) -> "Path":
+    """Save ``model`` to ``path`` (a ``.keras`` file) atomically."""
+    from pathlib import Path
+
+    from recsys_utils.artifacts import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        staged = tmp.with_name(tmp.name + ".keras")  # Keras insists on the suffix
+        try:
+            model.save(staged)
+            staged.replace(tmp)
+        finally:
+            staged.unlink(missing_ok=True)
+    return path
+
+
+def load_model(path):
+    """Load a model saved by the training notebook."""
+    keras = import_keras()
+    return keras.models.load_model(path, compile=False)
+
+
+def extract_weights(model) -> dict[str, Any]:
+    """The learned arrays of a model built by :func:`build_model`, as NumPy.
+
+    Returns a dict with ``user_factors``, ``product_factors``, ``user_bias``,
+    ``product_bias`` (zeros when the model has no biases) and ``global_bias``.
+    """
+    names = {layer.name for layer in model.layers}
+    uf = np.asarray(model.get_layer(USER_EMBEDDING).get_weights()[0], dtype=np.float32)
+    pf = np.asarray(model.get_layer(PRODUCT_EMBEDDING).get_weights()[0], dtype=np.float32)
+    if USER_BIAS in names:
+        ub = np.asarray(model.get_layer(USER_BIAS).get_weights()[0], dtype=np.float32).reshape(-1)
+        pb = np.asarray(model.get_layer(PRODUCT_BIAS).get_weights()[0], dtype=np.float32).reshape(-1)
+        gb = float(np.asarray(model.get_layer(GLOBAL_BIAS).get_weights()[0]))
+    else:
+        ub = np.zeros(uf.shape[0], np.float32)
+        pb = np.zeros(pf.shape[0], np.float32)
+        gb = 0.0
+    return {"user_factors": uf, "product_factors": pf, "user_bias": ub, "product_bias": pb, "global_bias": gb}

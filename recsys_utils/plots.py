@@ -1,0 +1,163 @@
+"""The figures the reports show. Each function returns a matplotlib Figure.
+
+Functions take plain tables and arrays (never a run directory) so they are easy to
+test and to reuse in a notebook on any data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from recsys_utils.constants import (  # noqa: E402
+    DEFAULT_PRODUCT_COL,
+    DEFAULT_RATING_COL,
+    DEFAULT_TIMESTAMP_COL,
+    DEFAULT_USER_COL,
+)
+
+__all__ = [
+    "rating_distribution",
+    "long_tail",
+    "ratings_over_time",
+    "training_curve",
+    "predicted_vs_actual",
+    "error_distribution",
+    "model_comparison",
+    "error_by_bucket",
+]
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def rating_distribution(df: pd.DataFrame, *, col_rating: str = DEFAULT_RATING_COL) -> Figure:
+    """Bar chart of how many ratings each star value has, with its share."""
+    counts = df[col_rating].value_counts().sort_index()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(counts.index.astype(str), counts.to_numpy(), color=sns.color_palette("crest", len(counts)))
+    total = counts.sum()
+    for x, v in zip(range(len(counts)), counts.to_numpy()):
+        ax.annotate(f"{v / total:.0%}", (x, v), ha="center", va="bottom", fontsize=9)
+    ax.set(xlabel="rating (stars)", ylabel="ratings", title="Rating distribution")
+    fig.tight_layout()
+    return fig
+
+
+def long_tail(
+    df: pd.DataFrame, *, col_user: str = DEFAULT_USER_COL, col_product: str = DEFAULT_PRODUCT_COL
+) -> Figure:
+    """Ratings per user and per product, ranked, on log–log axes (the long tail)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, col, what in ((axes[0], col_user, "user"), (axes[1], col_product, "product")):
+        counts = np.sort(df.groupby(col, observed=True).size().to_numpy())[::-1]
+        ax.loglog(np.arange(1, len(counts) + 1), counts, lw=1.5)
+        top = max(1, len(counts) // 100)
+        share = counts[:top].sum() / counts.sum()
+        ax.set(
+            xlabel=f"{what} rank",
+            ylabel="ratings",
+            title=f"Ratings per {what} (top 1% hold {share:.0%})",
+        )
+    fig.tight_layout()
+    return fig
+
+
+def ratings_over_time(df: pd.DataFrame, *, col_time: str = DEFAULT_TIMESTAMP_COL) -> Figure:
+    """Ratings per month, with the monthly mean rating on a second axis."""
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    if col_time not in df.columns:
+        ax.text(0.5, 0.5, "no timestamps in this file", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    t = pd.to_datetime(df[col_time], utc=True).dt.tz_localize(None).dt.to_period("M").dt.to_timestamp()
+    monthly = df.assign(_m=t.to_numpy()).groupby("_m")[DEFAULT_RATING_COL].agg(["size", "mean"])
+    ax.fill_between(monthly.index, monthly["size"].to_numpy(), alpha=0.4, step="mid")
+    ax.set(ylabel="ratings per month", title="Ratings over time")
+    ax2 = ax.twinx()
+    ax2.plot(monthly.index, monthly["mean"].to_numpy(), color="C3", lw=1)
+    ax2.set_ylabel("mean rating", color="C3")
+    ax2.grid(False)
+    fig.tight_layout()
+    return fig
+
+
+def training_curve(history: Mapping[str, Sequence[float]], best_epoch: int | None = None) -> Figure:
+    """Loss and RMSE (stars) per epoch for training and validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, key, label in ((axes[0], "loss", "loss (MSE on [0, 1] + L2)"), (axes[1], "rmse", "RMSE (stars)")):
+        ax.plot(epochs, history[key], marker="o", ms=3, label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], marker="o", ms=3, label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.legend()
+    fig.suptitle("Training curve")
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, *, name: str = "model") -> Figure:
+    """Distribution of predicted stars for each actual star, with the ideal diagonal."""
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    frame = pd.DataFrame({"actual": y_true.round().astype(int), "predicted": y_pred})
+    sns.violinplot(data=frame, x="actual", y="predicted", ax=ax, inner="quartile", cut=0, color="C0")
+    levels = np.sort(frame["actual"].unique())
+    ax.plot(range(len(levels)), levels, color="C3", ls="--", lw=1, label="perfect prediction")
+    means = frame.groupby("actual")["predicted"].mean().reindex(levels)
+    ax.plot(range(len(levels)), means.to_numpy(), color="k", marker="D", lw=1, label="mean predicted")
+    ax.set(xlabel="actual rating", ylabel="predicted rating", title=f"Predicted vs actual ({name})")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def error_distribution(y_true: np.ndarray, predictions: Mapping[str, np.ndarray]) -> Figure:
+    """Histogram of prediction errors (predicted − actual) for each model."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    y_true = np.asarray(y_true, dtype=float)
+    bins = np.linspace(-4, 4, 81)
+    for name, pred in predictions.items():
+        err = np.asarray(pred, dtype=float) - y_true
+        ax.hist(err, bins=bins, histtype="step", lw=1.5, label=f"{name} (RMSE {np.sqrt(np.mean(err**2)):.3f})")
+    ax.axvline(0, color="grey", lw=1)
+    ax.set(xlabel="predicted − actual (stars)", ylabel="test ratings", title="Error distribution")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def model_comparison(table: pd.DataFrame, metrics: Sequence[str] = ("rmse", "mae")) -> Figure:
+    """Bar chart of metrics per model; ``table`` has a ``model`` column and one per metric."""
+    metrics = [m for m in metrics if m in table.columns]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sub = table[["model", m]].dropna()
+        ax.barh(sub["model"], sub[m], color=sns.color_palette("deep", len(sub)))
+        for y, v in enumerate(sub[m].to_numpy()):
+            ax.annotate(f"{v:.3f}", (v, y), va="center", ha="left", fontsize=8)
+        ax.set(xlabel=m.upper() if len(m) <= 4 else m, title=f"{m} (lower is better)" if m in ("rmse", "mae") else m)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def error_by_bucket(table: pd.DataFrame, *, metric: str = "rmse") -> Figure:
+    """Error per user-activity bucket for each model; ``table`` has model, bucket, n, metric."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.barplot(data=table, x="bucket", y=metric, hue="model", ax=ax)
+    counts = table.drop_duplicates("bucket").set_index("bucket")["n"]
+    ax.set_xticks(range(len(counts)), [f"{b}\n(n={n})" for b, n in counts.items()])
+    ax.set(xlabel="user's training ratings", ylabel=f"{metric.upper()} (stars)", title="Error by user activity")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,427 @@
+"""Top-N recommendation from learned factors, vectorized and memory-bounded.
+
+Every predictor in this project (the Keras model and each baseline) reduces to
+
+    score[u, p] = global_bias + user_bias[u] + product_bias[p] + user_factors[u] · product_factors[p]
+
+followed by a monotone link to stars. Recommending is therefore one matrix
+multiply per block of users against the product matrix, a sparse mask of the
+products each user already rated, and a partial sort. Nothing of size
+users × products is ever held in memory: a block of ``block_size`` users is.
+
+Example usage
+-------------
+>>> fm = FactorModel.from_keras(model)                          # doctest: +SKIP
+>>> seen = seen_matrix(train.user_idx, train.product_idx, n_users, n_products)  # doctest: +SKIP
+>>> idx, stars = fm.recommend(np.array([0, 1]), n=10, seen=seen)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from recsys_utils.constants import (
+    DEFAULT_PRODUCT_COL,
+    DEFAULT_USER_COL,
+    RATING_MAX,
+    RATING_MIN,
+)
+from recsys_utils.errors import ParameterError, UnknownIDError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from recsys_utils.encoding import Encoders
+
+__all__ = [
+    "FactorModel",
+    "seen_matrix",
+    "top_n",
+    "recommend_all",
+    "recommend_for_user",
+    "popular_products",
+]
+
+log = logging.getLogger(__name__)
+
+_LINKS = ("identity", "sigmoid")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Numerically stable in both tails; float64 keeps parity with Keras's float32 to ~1e-7.
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+@dataclass
+class FactorModel:
+    """A predictor of the form ``link(b + b_u + b_p + u · p)``, mapped to stars.
+
+    Parameters
+    ----------
+    user_factors, product_factors : numpy.ndarray
+        ``(n_users, d)`` and ``(n_products, d)``; ``d`` may be 0 for bias-only baselines.
+    user_bias, product_bias : numpy.ndarray
+        ``(n_users,)`` and ``(n_products,)``.
+    global_bias : float
+        The constant offset.
+    link : {"identity", "sigmoid"}
+        ``identity``: the score is already in stars. ``sigmoid``: the score is a logit of
+        the rating scaled to [0, 1], so ``stars = rating_min + sigmoid(score) * (rating_max - rating_min)``.
+    rating_min, rating_max : float
+        The star scale.
+    name : str
+        Shown in tables and plots.
+    predicts_ratings : bool
+        False for ranking-only scorers (popularity), whose scores are not stars.
+    """
+
+    user_factors: np.ndarray
+    product_factors: np.ndarray
+    user_bias: np.ndarray
+    product_bias: np.ndarray
+    global_bias: float = 0.0
+    link: str = "identity"
+    rating_min: float = RATING_MIN
+    rating_max: float = RATING_MAX
+    name: str = "model"
+    predicts_ratings: bool = True
+    _pt: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
+        self.product_factors = np.ascontiguousarray(self.product_factors, dtype=np.float32)
+        self.user_bias = np.ascontiguousarray(self.user_bias, dtype=np.float32).reshape(-1)
+        self.product_bias = np.ascontiguousarray(self.product_bias, dtype=np.float32).reshape(-1)
+        self.global_bias = float(self.global_bias)
+        if self.link not in _LINKS:
+            raise ParameterError(f"link={self.link!r}: expected one of {_LINKS}")
+        if self.user_factors.ndim != 2 or self.product_factors.ndim != 2:
+            raise ParameterError("user_factors and product_factors must be 2-D (n, d) arrays")
+        if self.user_factors.shape[1] != self.product_factors.shape[1]:
+            raise ParameterError(
+                f"factor dimensions differ: users {self.user_factors.shape[1]}, "
+                f"products {self.product_factors.shape[1]}"
+            )
+        if self.user_bias.shape[0] != self.user_factors.shape[0]:
+            raise ParameterError(
+                f"user_bias has {self.user_bias.shape[0]} entries, user_factors {self.user_factors.shape[0]} rows"
+            )
+        if self.product_bias.shape[0] != self.product_factors.shape[0]:
+            raise ParameterError(
+                f"product_bias has {self.product_bias.shape[0]} entries, "
+                f"product_factors {self.product_factors.shape[0]} rows"
+            )
+        if not self.rating_max > self.rating_min:
+            raise ParameterError(f"rating scale [{self.rating_min}, {self.rating_max}] is empty")
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_users(self) -> int:
+        return int(self.user_factors.shape[0])
+
+    @property
+    def n_products(self) -> int:
+        return int(self.product_factors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.user_factors.shape[1])
+
+    # ---------------------------------------------------------------- scoring
+    def _check_idx(self, idx: np.ndarray, n: int, what: str) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = idx[(idx < 0) | (idx >= n)][0]
+            raise UnknownIDError(f"{what} index {int(bad)} is outside the fitted range 0..{n - 1}")
+        return idx.astype(np.int64, copy=False)
+
+    def score(self, user_idx: np.ndarray, product_idx: np.ndarray) -> np.ndarray:
+        """Raw scores (before the link) of aligned (user, product) index pairs."""
+        u = self._check_idx(user_idx, self.n_users, "user")
+        p = self._check_idx(product_idx, self.n_products, "product")
+        s = np.einsum("ij,ij->i", self.user_factors[u], self.product_factors[p], dtype=np.float64)
+        return s + self.user_bias[u] + self.product_bias[p] + self.global_bias
+
+    def to_stars(self, scores: np.ndarray) -> np.ndarray:
+        """Map raw scores through the link to stars, clipped to the scale."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.link == "sigmoid":
+            stars = self.rating_min + _sigmoid(scores) * (self.rating_max - self.rating_min)
+        else:
+            stars = scores
+        if not self.predicts_ratings:
+            return stars
+        return np.clip(stars, self.rating_min, self.rating_max)
+
+    def predict(self, user_idx: np.ndarray, product_idx: np.ndarray) -> np.ndarray:
+        """Predicted stars for aligned (user, product) index pairs."""
+        return self.to_stars(self.score(user_idx, product_idx))
+
+    def score_block(self, user_idx: np.ndarray) -> np.ndarray:
+        """Raw scores of a block of users against every product, ``(len(user_idx), n_products)``."""
+        u = self._check_idx(user_idx, self.n_users, "user")
+        if self._pt is None:
+            self._pt = np.ascontiguousarray(self.product_factors.T)
+        block = self.user_factors[u] @ self._pt if self.dim else np.zeros((len(u), self.n_products), np.float32)
+        block += self.product_bias[None, :]
+        block += (self.user_bias[u] + np.float32(self.global_bias))[:, None]
+        return block
+
+    def recommend(
+        self,
+        user_idx: np.ndarray,
+        n: int = 10,
+        *,
+        seen: sparse.csr_matrix | None = None,
+        block_size: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` products for each user, excluding products marked in ``seen``.
+
+        Returns
+        -------
+        (product_idx, stars) : tuple of numpy.ndarray
+            Both ``(len(user_idx), n)``, best first. Where a user has fewer than ``n``
+            unseen products the row is padded with index -1 and NaN.
+        """
+        user_idx = self._check_idx(np.atleast_1d(user_idx), self.n_users, "user")
+        n = _check_n(n)
+        k = min(n, self.n_products)
+        out_idx = np.full((len(user_idx), n), -1, dtype=np.int64)
+        out_scores = np.full((len(user_idx), n), np.nan, dtype=np.float64)
+        for start in range(0, len(user_idx), block_size):
+            users = user_idx[start : start + block_size]
+            scores = self.score_block(users)
+            if seen is not None:
+                _mask_seen(scores, seen, users)
+            idx, sc = top_n(scores, k)
+            out_idx[start : start + len(users), :k] = idx
+            out_scores[start : start + len(users), :k] = sc
+        valid = np.isfinite(out_scores)
+        out_idx[~valid] = -1
+        stars = np.full_like(out_scores, np.nan)
+        stars[valid] = self.to_stars(out_scores[valid])
+        return out_idx, stars
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_keras(cls, model: Any, *, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> "FactorModel":
+        """Read the learned weights out of a model built by :func:`recsys_utils.model.build_model`."""
+        from recsys_utils.model import extract_weights
+
+        w = extract_weights(model)
+        return cls(
+            user_factors=w["user_factors"],
+            product_factors=w["product_factors"],
+            user_bias=w["user_bias"],
+            product_bias=w["product_bias"],
+            global_bias=w["global_bias"],
+            link="sigmoid",
+            rating_min=rating_min,
+            rating_max=rating_max,
+            name=model.name,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the weights to an ``.npz`` file (atomically)."""
+        from recsys_utils.artifacts import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    user_factors=self.user_factors,
+                    product_factors=self.product_factors,
+                    user_bias=self.user_bias,
+                    product_bias=self.product_bias,
+                    global_bias=np.float64(self.global_bias),
+                    link=np.str_(self.link),
+                    rating_min=np.float64(self.rating_min),
+                    rating_max=np.float64(self.rating_max),
+                    name=np.str_(self.name),
+                    predicts_ratings=np.bool_(self.predicts_ratings),
+                )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FactorModel":
+        """Read weights written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            return cls(
+                user_factors=z["user_factors"],
+                product_factors=z["product_factors"],
+                user_bias=z["user_bias"],
+                product_bias=z["product_bias"],
+                global_bias=float(z["global_bias"]),
+                link=str(z["link"]),
+                rating_min=float(z["rating_min"]),
+                rating_max=float(z["rating_max"]),
+                name=str(z["name"]),
+                predicts_ratings=bool(z["predicts_ratings"]),
+            )
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ParameterError(f"top_n={n!r}: expected a positive integer")
+    return int(n)
+
+
+def seen_matrix(user_idx: np.ndarray, product_idx: np.ndarray, n_users: int, n_products: int) -> sparse.csr_matrix:
+    """Sparse users × products matrix of the pairs to exclude (1 where rated)."""
+    user_idx = np.asarray(user_idx, dtype=np.int64)
+    product_idx = np.asarray(product_idx, dtype=np.int64)
+    data = np.ones(len(user_idx), dtype=np.bool_)
+    m = sparse.csr_matrix((data, (user_idx, product_idx)), shape=(n_users, n_products))
+    m.sum_duplicates()
+    return m
+
+
+def _mask_seen(scores: np.ndarray, seen: sparse.csr_matrix, users: np.ndarray) -> None:
+    """Set ``scores[i, p] = -inf`` for every product ``p`` that ``users[i]`` has rated."""
+    sub = seen[users]
+    rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
+    scores[rows, sub.indices] = -np.inf
+
+
+def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``n`` largest entries of each row, best first.
+
+    Uses ``argpartition`` (linear time) and sorts only the ``n`` survivors. Ties are
+    broken towards the lower index so results are deterministic.
+    """
+    n_cols = scores.shape[1]
+    n = min(n, n_cols)
+    if n < n_cols:
+        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    else:
+        part = np.broadcast_to(np.arange(n_cols), scores.shape).copy()
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = _row_order(vals, part)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def _row_order(vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    # Sort each row by value descending, then index ascending. A stable argsort on the
+    # index-sorted row gives the tie-break without a Python loop.
+    by_idx = np.argsort(idx, axis=1, kind="stable")
+    vals_by_idx = np.take_along_axis(vals, by_idx, axis=1)
+    order_in = np.argsort(-vals_by_idx, axis=1, kind="stable")
+    return np.take_along_axis(by_idx, order_in, axis=1)
+
+
+def popular_products(train: pd.DataFrame, n: int = 10, *, col_product: str = DEFAULT_PRODUCT_COL) -> pd.DataFrame:
+    """The ``n`` most-rated products of ``train``: columns product_id, n_ratings, mean_rating."""
+    n = _check_n(n)
+    from recsys_utils.constants import DEFAULT_RATING_COL
+
+    g = train.groupby(col_product, observed=True, sort=False)[DEFAULT_RATING_COL].agg(["size", "mean"])
+    g = g.rename(columns={"size": "n_ratings", "mean": "mean_rating"}).reset_index()
+    g = g.sort_values(["n_ratings", "mean_rating", col_product], ascending=[False, False, True], kind="stable")
+    return g.head(n).reset_index(drop=True)
+
+
+def recommend_for_user(
+    model: FactorModel,
+    encoders: "Encoders",
+    seen: sparse.csr_matrix,
+    user_id: str,
+    n: int = 10,
+) -> pd.DataFrame:
+    """Top-``n`` unrated products for one user ID: columns rank, product_id, predicted_rating.
+
+    Raises
+    ------
+    UnknownIDError
+        When ``user_id`` was not in the training data (no embedding was learned for it).
+    """
+    u = encoders.users.index_of(user_id)
+    idx, stars = model.recommend(np.array([u]), n, seen=seen)
+    keep = idx[0] >= 0
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, keep.sum() + 1),
+            DEFAULT_PRODUCT_COL: encoders.products.ids_of(idx[0][keep]),
+            "predicted_rating": stars[0][keep],
+        }
+    )
+
+
+def recommend_all(
+    model: FactorModel,
+    encoders: "Encoders",
+    seen: sparse.csr_matrix,
+    n: int = 10,
+    *,
+    path: str | Path | None = None,
+    block_size: int = 2048,
+    progress: bool = True,
+) -> pd.DataFrame | Path:
+    """Top-``n`` recommendations for every user in the vocabulary.
+
+    With ``path``, blocks are streamed to a Parquet file (written atomically) and the path
+    is returned, so memory stays bounded by one block; otherwise a DataFrame with columns
+    user_id, rank, product_id, predicted_rating is returned.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from recsys_utils.artifacts import atomic_path
+
+    n = _check_n(n)
+    n_users = model.n_users
+    schema = pa.schema(
+        [
+            (DEFAULT_USER_COL, pa.string()),
+            ("rank", pa.int16()),
+            (DEFAULT_PRODUCT_COL, pa.string()),
+            ("predicted_rating", pa.float32()),
+        ]
+    )
+
+    def blocks():
+        for start in tqdm(
+            range(0, n_users, block_size),
+            desc="recommending",
+            unit="block",
+            disable=not progress,
+            mininterval=1.0,
+            file=sys.stdout,  # plain text in notebooks and reports, not a red stderr block
+        ):
+            users = np.arange(start, min(start + block_size, n_users))
+            idx, stars = model.recommend(users, n, seen=seen, block_size=block_size)
+            valid = idx >= 0
+            rows_u = np.repeat(users, valid.sum(axis=1))
+            ranks = np.broadcast_to(np.arange(1, idx.shape[1] + 1), idx.shape)[valid]
+            yield pa.table(
+                {
+                    DEFAULT_USER_COL: pa.array(encoders.users.ids_of(rows_u), pa.string()),
+                    "rank": pa.array(ranks.astype(np.int16)),
+                    DEFAULT_PRODUCT_COL: pa.array(encoders.products.ids_of(idx[valid]), pa.string()),
+                    "predicted_rating": pa.array(stars[valid].astype(np.float32)),
+                },
+                schema=schema,
+            )
+
+    if path is None:
+        tables = list(blocks())
+        return (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for t in blocks():
+                writer.write_table(t)
+    return path

@@ -1,0 +1,157 @@
+"""Train/validation/test splits: random, per-user, temporal, leave-last-out.
+
+Every split is deterministic for a seed and vectorized (no loop over users). Which
+users and products of the held-out parts never occur in training is reported by
+:func:`describe_split`, so the evaluation can say how it treats them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recsys_utils.config import SPLITS
+from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
+from recsys_utils.errors import ParameterError
+
+__all__ = ["Split", "split_ratings", "describe_split"]
+
+#: per_user and leave_last_out only hold out ratings of users with at least this many.
+MIN_RATINGS_TO_HOLD_OUT = 3
+
+
+@dataclass(frozen=True)
+class Split:
+    """The three parts of a split, as row subsets of the input table."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+
+def split_ratings(
+    df: pd.DataFrame,
+    method: str = "random",
+    *,
+    test_fraction: float = 0.1,
+    valid_fraction: float = 0.1,
+    seed: int = 42,
+    col_user: str = DEFAULT_USER_COL,
+    col_time: str = DEFAULT_TIMESTAMP_COL,
+) -> Split:
+    """Split ``df`` into train, validation and test.
+
+    Parameters
+    ----------
+    method : {"random", "per_user", "temporal", "leave_last_out"}
+        ``random``: rows drawn uniformly. ``per_user``: each user with at least three
+        ratings contributes about ``test_fraction`` and ``valid_fraction`` of their own
+        ratings (rounded, at least one kept in training). ``temporal``: one global time
+        cut-off; training is strictly earlier than validation, which is strictly earlier
+        than test. ``leave_last_out``: each user's latest rating is test and the one
+        before it validation (users with at least three ratings).
+    test_fraction, valid_fraction : float
+        Shares of the ratings held out (ignored by ``leave_last_out``).
+    seed : int
+        Makes the split reproducible.
+    """
+    if method not in SPLITS:
+        raise ParameterError(f"split={method!r}: expected one of {', '.join(SPLITS)}")
+    for name, val in (("test_fraction", test_fraction), ("valid_fraction", valid_fraction)):
+        if not 0 < val < 1:
+            raise ParameterError(f"{name}={val!r}: expected a fraction strictly between 0 and 1")
+    if test_fraction + valid_fraction >= 1:
+        raise ParameterError(
+            f"test_fraction + valid_fraction = {test_fraction + valid_fraction:g}: expected below 1"
+        )
+    n = len(df)
+    rng = np.random.default_rng(seed)
+    part = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
+
+    if method == "random":
+        order = rng.permutation(n)
+        n_test = int(round(n * test_fraction))
+        n_valid = int(round(n * valid_fraction))
+        part[order[:n_test]] = 2
+        part[order[n_test : n_test + n_valid]] = 1
+    elif method in ("per_user", "leave_last_out"):
+        users = pd.factorize(df[col_user])[0]
+        if method == "per_user":
+            order = np.lexsort((rng.random(n), users))
+        else:
+            _require_time(df, col_time, method)
+            # latest last; ties among equal timestamps broken by the seed
+            t = df[col_time].to_numpy().astype("datetime64[ns]").astype(np.int64)
+            order = np.lexsort((rng.random(n), t, users))
+        sorted_users = users[order]
+        counts = np.bincount(users)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = np.arange(n) - starts[sorted_users]  # 0-based position within the user's rows
+        n_u = counts[sorted_users]
+        eligible = n_u >= MIN_RATINGS_TO_HOLD_OUT
+        if method == "per_user":
+            k_test = np.minimum(np.round(n_u * test_fraction).astype(np.int64), n_u - 1)
+            k_valid = np.round(n_u * valid_fraction).astype(np.int64)
+            over = np.maximum(k_test + k_valid - (n_u - 1), 0)  # keep at least one in train
+            k_valid = np.maximum(k_valid - over, 0)
+        else:
+            k_test = np.ones(n, dtype=np.int64)
+            k_valid = np.ones(n, dtype=np.int64)
+        from_end = n_u - 1 - pos
+        sorted_part = np.where(from_end < k_test, 2, np.where(from_end < k_test + k_valid, 1, 0))
+        sorted_part[~eligible] = 0
+        part[order] = sorted_part
+    else:  # temporal
+        _require_time(df, col_time, method)
+        t = df[col_time].to_numpy().astype("datetime64[ns]").astype(np.int64)
+        train_end = np.quantile(t, 1 - test_fraction - valid_fraction, method="lower")
+        valid_end = np.quantile(t, 1 - test_fraction, method="lower")
+        part[t > train_end] = 1
+        part[t > valid_end] = 2
+        if (part == 0).sum() == 0 or (part == 2).sum() == 0:
+            raise ParameterError(
+                "split='temporal': the timestamps take too few distinct values to cut them at "
+                f"test_fraction={test_fraction}, valid_fraction={valid_fraction}"
+            )
+
+    return Split(
+        train=df.loc[part == 0].reset_index(drop=True),
+        valid=df.loc[part == 1].reset_index(drop=True),
+        test=df.loc[part == 2].reset_index(drop=True),
+    )
+
+
+def _require_time(df: pd.DataFrame, col_time: str, method: str) -> None:
+    if col_time not in df.columns:
+        raise ParameterError(
+            f"split={method!r} needs a {col_time!r} column, and the ratings have none "
+            f"(columns: {list(df.columns)}); use split='random' or 'per_user'"
+        )
+
+
+def describe_split(
+    split: Split,
+    *,
+    col_user: str = DEFAULT_USER_COL,
+    col_product: str = DEFAULT_PRODUCT_COL,
+) -> dict:
+    """Sizes of each part and the users/products of valid and test never seen in training."""
+    train_users = pd.Index(split.train[col_user].unique())
+    train_products = pd.Index(split.train[col_product].unique())
+    out: dict = {"sizes": split.sizes()}
+    for name in ("valid", "test"):
+        part = getattr(split, name)
+        unseen_u = ~part[col_user].isin(train_users)
+        unseen_p = ~part[col_product].isin(train_products)
+        out[name] = {
+            "rows": int(len(part)),
+            "unseen_users": int(part.loc[unseen_u, col_user].nunique()),
+            "unseen_products": int(part.loc[unseen_p, col_product].nunique()),
+            "rows_with_unseen_user_or_product": int((unseen_u | unseen_p).sum()),
+        }
+    return out
