@@ -419,14 +419,13 @@ def predict_with_fallback(
     model: "FactorModel",
     user_idx: np.ndarray,
     product_idx: np.ndarray,
-    fallback: "FactorModel",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted stars for aligned pairs, with a stated fallback for unknown IDs.
+    """Predicted stars for aligned pairs, including pairs with IDs unseen in training.
 
-    Rows whose user or product index is -1 (never seen in training, so the model has
-    no embedding for it) are scored by ``fallback`` from its global bias plus whichever
-    of the user and product biases is known (the bias baseline's answer). Every model
-    gets the same fallback, so the comparison stays fair.
+    A user or product index of -1 (never seen in training) has no embedding. The model
+    then answers from what it does know: its global bias plus the known side's bias,
+    with the unknown side's factors and bias taken as zero. A model without bias terms
+    thus predicts its midpoint for such rows, which is its honest cold-start answer.
 
     Returns
     -------
@@ -438,25 +437,24 @@ def predict_with_fallback(
     stars = np.empty(len(u), dtype=np.float64)
     stars[known] = model.predict(u[known], p[known])
     if (~known).any():
-        fb = np.full((~known).sum(), fallback.global_bias, dtype=np.float64)
         uu, pp = u[~known], p[~known]
-        fb += np.where(uu >= 0, fallback.user_bias[np.maximum(uu, 0)], 0.0)
-        fb += np.where(pp >= 0, fallback.product_bias[np.maximum(pp, 0)], 0.0)
-        stars[~known] = fallback.to_stars(fb)
+        score = np.full(len(uu), model.global_bias, dtype=np.float64)
+        score += np.where(uu >= 0, model.user_bias[np.maximum(uu, 0)], 0.0)
+        score += np.where(pp >= 0, model.product_bias[np.maximum(pp, 0)], 0.0)
+        stars[~known] = model.to_stars(score)
     return stars, ~known
 
 
 def compare_rating_models(
     models: "dict[str, FactorModel]",
     test: pd.DataFrame,
-    fallback: "FactorModel",
     *,
     col_rating: str = DEFAULT_RATING_COL,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray]:
     """RMSE and MAE in stars of every rating model on the same encoded test rows.
 
     Returns the table (model, rmse, mae, n), each model's predictions, and the mask of
-    rows scored by the fallback. Ranking-only models (``predicts_ratings`` False) are
+    rows with an ID unseen in training (see :func:`predict_with_fallback`). Ranking-only models (``predicts_ratings`` False) are
     skipped.
     """
     from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
@@ -469,7 +467,7 @@ def compare_rating_models(
     for name, model in models.items():
         if not model.predicts_ratings:
             continue
-        preds[name], mask = predict_with_fallback(model, u, p, fallback)
+        preds[name], mask = predict_with_fallback(model, u, p)
         rows.append({"model": name, **rating_metrics(y, preds[name])})
     return pd.DataFrame(rows), preds, mask
 

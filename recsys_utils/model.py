@@ -194,7 +194,8 @@ def build_model(
     for label, value in (("n_users", n_users), ("n_products", n_products), ("embedding_dim", embedding_dim)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ParameterError(f"{label}={value!r}: expected a positive integer")
-    if l2 < 0:
+    n_users, n_products, embedding_dim = int(n_users), int(n_products), int(embedding_dim)  # Keras refuses NumPy ints
+    if not l2 >= 0:  # also refuses NaN
         raise ParameterError(f"l2={l2!r}: expected a non-negative number")
     keras = import_keras()
     layers = keras.layers

@@ -306,11 +306,31 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     n = min(n, n_cols)
     if n < n_cols:
         part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        _keep_lowest_tied(scores, part)
     else:
         part = np.broadcast_to(np.arange(n_cols), scores.shape).copy()
     vals = np.take_along_axis(scores, part, axis=1)
     order = _row_order(vals, part)
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def _keep_lowest_tied(scores: np.ndarray, part: np.ndarray) -> None:
+    """Among entries tied with a row's n-th largest value, keep the lowest indices (in place).
+
+    ``argpartition`` picks arbitrarily among values tied at the cut, which would break
+    the documented tie-break whenever a tie straddles it (common with integer scores
+    such as popularity counts, and with -inf for masked products).
+    """
+    n = part.shape[1]
+    vals = np.take_along_axis(scores, part, axis=1)
+    kth = vals.min(axis=1, keepdims=True)  # every kept value is >= the n-th largest
+    tied = scores == kth
+    n_tied_kept = (vals == kth).sum(axis=1)
+    fix = np.flatnonzero(tied.sum(axis=1) > n_tied_kept)
+    if fix.size:
+        tied = tied[fix]
+        keep = (scores[fix] > kth[fix]) | (tied & (np.cumsum(tied, axis=1) <= n_tied_kept[fix, None]))
+        part[fix] = np.nonzero(keep)[1].reshape(len(fix), n)
 
 
 def _row_order(vals: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""The notebooks in git: no outputs, one literal parameters cell, defaults as in RunConfig."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from recsys_utils.config import RunConfig
+from recsys_utils.pipeline import NOTEBOOK_STEMS, PIPELINE_PARAMETERS, notebook_parameters, notebooks_dir
+
+NOTEBOOKS = [notebooks_dir() / f"{stem}.ipynb" for stem in NOTEBOOK_STEMS]
+
+
+def test_the_five_numbered_notebooks_exist():
+    found = sorted(p.name for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    assert found == [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name}: a code cell carries outputs"
+            assert cell.execution_count is None, f"{path.name}: a code cell carries an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_layout_title_imports_then_parameters(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert nb.cells[1].cell_type == "code" and "import" in nb.cells[1].source
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert tagged == [2], f"{path.name}: expected the third cell, and only it, tagged 'parameters'"
+    tree = ast.parse(nb.cells[2].source)
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), f"{path.name}: parameters cell holds a non-assignment"
+        ast.literal_eval(node.value)  # plain literals only
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defaults_match_run_config(path: Path):
+    params = notebook_parameters(path)
+    defaults = RunConfig().to_dict()
+    assert "run_dir" in params
+    for name, value in params.items():
+        if name in PIPELINE_PARAMETERS:
+            continue
+        assert name in defaults, f"{path.name} declares {name}, which RunConfig lacks"
+        assert value == defaults[name], f"{path.name}: {name} = {value!r}, RunConfig says {defaults[name]!r}"
+
+
+def test_every_run_parameter_is_used_by_some_notebook():
+    declared = set().union(*(notebook_parameters(p) for p in NOTEBOOKS))
+    assert set(RunConfig.names()) <= declared
