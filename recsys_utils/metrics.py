@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,8 @@ __all__ = [
     "predict_with_fallback",
     "compare_rating_models",
     "compare_ranking_models",
+    "Evaluation",
+    "evaluate",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -516,3 +519,88 @@ def compare_ranking_models(
         m["coverage"] = float(len(np.unique(idx[valid])) / n_products) if n_products else 0.0
         rows.append({"model": name, **m})
     return pd.DataFrame(rows)
+
+
+@dataclass
+class Evaluation:
+    """Everything ``04_evaluation`` shows, computed on one split for a set of models."""
+
+    model: str
+    rating_table: pd.DataFrame
+    ranking_table: pd.DataFrame
+    predictions: dict[str, np.ndarray]
+    unseen: np.ndarray
+    by_activity: pd.DataFrame
+    k: int
+    relevance_threshold: float
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Rating and ranking metrics side by side, one row per model, the model first."""
+        table = self.rating_table.merge(self.ranking_table, on="model", how="outer")
+        names = [self.model, "bias", "global_mean", "popularity", *self.rating_table["model"], *self.ranking_table["model"]]
+        order = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        return table.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
+
+    @property
+    def best_rating_model(self) -> str:
+        return str(self.rating_table.sort_values("rmse")["model"].iloc[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        k = self.k
+        columns = ["rmse", "mae", f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"hit_rate@{k}", "mrr",
+                   "coverage"]
+        n_rank = int(self.ranking_table["n_users_evaluated"].iloc[0]) if len(self.ranking_table) else 0
+        n_test, n_unseen = int(len(self.unseen)), int(self.unseen.sum())
+        return {
+            "columns": columns,
+            "models": {
+                row["model"]: {c: float(row[c]) for c in columns if c in row and pd.notna(row[c])}
+                for row in self.table.to_dict("records")
+            },
+            "model": self.model,
+            "best_rating_model": self.best_rating_model,
+            "test_rows": n_test,
+            "unseen_rows": n_unseen,
+            "ranking_users": n_rank,
+            "k": k,
+            "relevance_threshold": self.relevance_threshold,
+            "by_activity": self.by_activity.to_dict("records"),
+            "note": f"RMSE/MAE in stars on {n_test:,} test ratings ({n_unseen:,} with an ID unseen in training); "
+                    f"ranking at {k} over the full catalog for {n_rank:,} users.",
+        }
+
+
+def evaluate(
+    model: "FactorModel",
+    baselines: "dict[str, FactorModel]",
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    k: int = DEFAULT_K,
+    relevance_threshold: float = 4.0,
+    col_rating: str = DEFAULT_RATING_COL,
+) -> Evaluation:
+    """Score ``model`` and ``baselines`` on the same encoded test split.
+
+    Rating metrics cover every test row (see :func:`predict_with_fallback` for IDs unseen
+    in training); ranking metrics rank the full catalog (:func:`compare_ranking_models`);
+    the error by user activity buckets test rows by their user's number of training
+    ratings (0 for users unseen in training).
+    """
+    from recsys_utils.constants import USER_INDEX_COL
+
+    models = {model.name: model, **baselines}
+    rating_table, predictions, unseen = compare_rating_models(models, test, col_rating=col_rating)
+    ranking_table = compare_ranking_models(models, train, test, k, relevance_threshold, col_rating=col_rating)
+    activity = np.bincount(train[USER_INDEX_COL].to_numpy(), minlength=model.n_users)
+    test_users = test[USER_INDEX_COL].to_numpy()
+    test_activity = np.where(test_users >= 0, activity[np.maximum(test_users, 0)], 0)
+    y = test[col_rating].to_numpy(dtype=np.float64)
+    by_activity = pd.concat(
+        [error_by_bucket(test_activity, y, predictions[name]).assign(model=name) for name in predictions],
+        ignore_index=True,
+    )
+    return Evaluation(model.name, rating_table, ranking_table, predictions, unseen, by_activity, k,
+                      relevance_threshold)

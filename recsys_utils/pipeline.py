@@ -422,7 +422,9 @@ def write_index(paths: RunPaths, manifest: dict[str, Any]) -> Path:
 def _metrics_table(metrics: dict[str, Any]) -> str:
     e = html.escape
     models = metrics["models"]
-    cols = [c for c in metrics.get("columns", []) if any(c in m for m in models.values())]
+    k = metrics.get("k", 10)
+    shown = ("rmse", "mae", f"ndcg@{k}", f"recall@{k}", f"hit_rate@{k}", "coverage")
+    cols = [c for c in metrics.get("columns", []) if c in shown and any(c in m for m in models.values())]
     best = metrics.get("best_rating_model")
     head = "".join(f"<th>{e(c)}</th>" for c in cols)
     body = []
@@ -433,4 +435,5 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
         )
         body.append(f'<tr class="{"best" if name == best else ""}"><td>{e(name)}</td>{cells}</tr>')
     note = e(metrics.get("note", ""))
-    return f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table><p>{note}</p>"
+    return (f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table><p>{note} "
+            "All metrics: <a href=\"04_evaluation.html\">04_evaluation</a>.</p>")

@@ -156,6 +156,7 @@ def error_by_bucket(table: pd.DataFrame, *, metric: str = "rmse") -> Figure:
     """Error per user-activity bucket for each model; ``table`` has model, bucket, n, metric."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     sns.barplot(data=table, x="bucket", y=metric, hue="model", ax=ax)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     counts = table.drop_duplicates("bucket").set_index("bucket")["n"]
     ax.set_xticks(range(len(counts)), [f"{b}\n(n={n})" for b, n in counts.items()])
     ax.set(xlabel="user's training ratings", ylabel=f"{metric.upper()} (stars)", title="Error by user activity")
