@@ -178,7 +178,7 @@ def train_model(
     n_epochs = len(curve)
     stopped_early = n_epochs < epochs
     if patience > 0 and not stopped_early and best_epoch != n_epochs:
-        # Keras restores the best weights only when it stops early; do the same at the end.
+        # Keras before 3.x restored the best weights only when it stopped early; make sure.
         es = callbacks[0]
         if getattr(es, "best_weights", None) is not None:
             model.set_weights(es.best_weights)
