@@ -161,6 +161,10 @@ class RunPaths:
     def factors(self) -> Path:
         return self.artifacts / "factors.npz"
 
+    def variant_factors(self, name: str) -> Path:
+        """Weights of a comparison variant trained next to the main model (e.g. ``mf_dot``)."""
+        return self.artifacts / f"factors_{name}.npz"
+
     @property
     def history(self) -> Path:
         return self.artifacts / "history.json"

@@ -12,7 +12,7 @@ Example usage
 >>> BiasBaseline(reg_user=0.0, reg_product=0.0).fit(u, p, r, 2, 2).predict(u, p).round(2)
 array([5., 3., 4., 2.])
 >>> sorted(fit_baselines(u, p, r, 2, 2))
-['bias', 'global_mean', 'popularity']
+['bias', 'global_mean', 'popularity', 'random']
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from recsys_utils.errors import ParameterError, RecsysError
 from recsys_utils.recommend import FactorModel
 
-__all__ = ["GlobalMean", "BiasBaseline", "Popularity", "fit_baselines"]
+__all__ = ["GlobalMean", "BiasBaseline", "Popularity", "RandomRanker", "fit_baselines"]
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +277,48 @@ class Popularity(_Baseline):
         return self
 
 
+class RandomRanker(_Baseline):
+    """Rank products at random for each user: the floor every ranking metric should clear.
+
+    Scores are inner products of independent Gaussian user and product vectors, so each
+    user gets a different, seeded, uniformly shuffled-looking order while staying a
+    :class:`FactorModel` (scored in blocks like every other model). A *ranking*
+    baseline: ``predicts_ratings`` is False.
+
+    Parameters
+    ----------
+    dim : int
+        Length of the random vectors; larger makes orders closer to independent.
+    seed : int
+        Makes the orders reproducible.
+    """
+
+    name = "random"
+    predicts_ratings = False
+
+    def __init__(self, dim: int = 32, seed: int = 0) -> None:
+        self.dim = _check_count(dim, "dim")
+        self.seed = int(seed)
+
+    def fit(self, user_idx: Any, product_idx: Any, ratings: Any, n_users: int, n_products: int) -> "RandomRanker":
+        """Draw the random vectors (the training rows are only validated)."""
+        _, _, _, n_users, n_products = _check_training(user_idx, product_idx, ratings, n_users, n_products)
+        rng = np.random.default_rng(self.seed)
+        self._model = FactorModel(
+            user_factors=rng.standard_normal((n_users, self.dim), dtype=np.float32),
+            product_factors=rng.standard_normal((n_products, self.dim), dtype=np.float32),
+            user_bias=np.zeros(n_users, np.float32),
+            product_bias=np.zeros(n_products, np.float32),
+            global_bias=0.0,
+            link="identity",
+            name=self.name,
+            predicts_ratings=False,
+        )
+        return self
+
+
 def fit_baselines(
-    user_idx: Any, product_idx: Any, ratings: Any, n_users: int, n_products: int
+    user_idx: Any, product_idx: Any, ratings: Any, n_users: int, n_products: int, *, seed: int = 0
 ) -> dict[str, FactorModel]:
     """Fit every baseline with its default settings on the same training rows.
 
@@ -294,14 +334,15 @@ def fit_baselines(
     Returns
     -------
     dict of str to FactorModel
-        ``{"global_mean": ..., "bias": ..., "popularity": ...}``. Check
+        ``{"global_mean": ..., "bias": ..., "popularity": ..., "random": ...}``. Check
         ``FactorModel.predicts_ratings`` before computing rating metrics: it is False for
-        ``"popularity"``.
+        ``"popularity"`` and ``"random"``.
     """
     u, p, r, n_users, n_products = _check_training(user_idx, product_idx, ratings, n_users, n_products)
     fitted = {
         "global_mean": GlobalMean().fit(u, p, r, n_users, n_products),
         "bias": BiasBaseline().fit(u, p, r, n_users, n_products),
         "popularity": Popularity().fit(u, p, r, n_users, n_products),
+        "random": RandomRanker(seed=seed).fit(u, p, r, n_users, n_products),
     }
     return {name: model.to_factor_model() for name, model in fitted.items()}

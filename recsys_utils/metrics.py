@@ -489,7 +489,9 @@ def compare_ranking_models(
     For each test user known to the training data and holding at least one relevant
     test rating, every model ranks all products the user has not rated in training
     (no sampled negatives); the lists are judged against the user's relevant test
-    ratings. Returns one row per model.
+    ratings. Returns one row per model, with catalog ``coverage`` (share of products in
+    at least one list) and ``novelty`` (mean self-information of the recommended
+    products, ``-log2`` of the share of training users who rated them).
     """
     from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
     from recsys_utils.recommend import seen_matrix
@@ -500,6 +502,11 @@ def compare_ranking_models(
     seen = seen_matrix(train[USER_INDEX_COL].to_numpy(), train[PRODUCT_INDEX_COL].to_numpy(), n_users, n_products)
     relevant = test[(test[col_rating] >= relevance_threshold) & (test[USER_INDEX_COL] >= 0)]
     users = np.unique(relevant[USER_INDEX_COL].to_numpy())
+    # Novelty (Zhou et al. 2010): mean self-information -log2(share of training users who
+    # rated the product) of the recommended products; higher means less obvious picks.
+    raters = np.bincount(train[PRODUCT_INDEX_COL].to_numpy(), minlength=n_products)
+    n_train_users = max(int(train[USER_INDEX_COL].nunique()), 1)
+    self_information = -np.log2(np.maximum(raters, 1) / n_train_users)
     judged = test[test[USER_INDEX_COL].isin(users)]
     rows = []
     for name, model in models.items():
@@ -517,6 +524,7 @@ def compare_ranking_models(
             col_user=USER_INDEX_COL, col_product=PRODUCT_INDEX_COL, col_rating=col_rating,
         )
         m["coverage"] = float(len(np.unique(idx[valid])) / n_products) if n_products else 0.0
+        m["novelty"] = float(self_information[idx[valid]].mean()) if valid.any() else float("nan")
         rows.append({"model": name, **m})
     return pd.DataFrame(rows)
 
@@ -538,7 +546,8 @@ class Evaluation:
     def table(self) -> pd.DataFrame:
         """Rating and ranking metrics side by side, one row per model, the model first."""
         table = self.rating_table.merge(self.ranking_table, on="model", how="outer")
-        names = [self.model, "bias", "global_mean", "popularity", *self.rating_table["model"], *self.ranking_table["model"]]
+        names = [self.model, "mf_bias", "mf_dot", "bias", "global_mean", "popularity", "random",
+                 *self.rating_table["model"], *self.ranking_table["model"]]
         order = {name: i for i, name in enumerate(dict.fromkeys(names))}
         return table.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
 
@@ -550,7 +559,7 @@ class Evaluation:
         """The content of ``metrics.json``."""
         k = self.k
         columns = ["rmse", "mae", f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"hit_rate@{k}", "mrr",
-                   "coverage"]
+                   "coverage", "novelty"]
         n_rank = int(self.ranking_table["n_users_evaluated"].iloc[0]) if len(self.ranking_table) else 0
         n_test, n_unseen = int(len(self.unseen)), int(self.unseen.sum())
         return {
@@ -578,11 +587,12 @@ def evaluate(
     train: pd.DataFrame,
     test: pd.DataFrame,
     *,
+    variants: "dict[str, FactorModel] | None" = None,
     k: int = DEFAULT_K,
     relevance_threshold: float = 4.0,
     col_rating: str = DEFAULT_RATING_COL,
 ) -> Evaluation:
-    """Score ``model`` and ``baselines`` on the same encoded test split.
+    """Score ``model``, its ``variants`` and ``baselines`` on the same encoded test split.
 
     Rating metrics cover every test row (see :func:`predict_with_fallback` for IDs unseen
     in training); ranking metrics rank the full catalog (:func:`compare_ranking_models`);
@@ -591,7 +601,7 @@ def evaluate(
     """
     from recsys_utils.constants import USER_INDEX_COL
 
-    models = {model.name: model, **baselines}
+    models = {model.name: model, **(variants or {}), **baselines}
     rating_table, predictions, unseen = compare_rating_models(models, test, col_rating=col_rating)
     ranking_table = compare_ranking_models(models, train, test, k, relevance_threshold, col_rating=col_rating)
     activity = np.bincount(train[USER_INDEX_COL].to_numpy(), minlength=model.n_users)

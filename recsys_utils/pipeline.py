@@ -151,7 +151,7 @@ def _this_interpreter_kernel() -> Iterator[str]:
             json.dumps(
                 {
                     "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                             "--IPKernelApp.log_level=ERROR"],
+                             "--IPKernelApp.log_level=CRITICAL"],
                     "display_name": f"Python ({sys.executable})",
                     "language": "python",
                     "env": {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::DeprecationWarning"},

@@ -30,6 +30,7 @@ __all__ = [
     "training_curve",
     "predicted_vs_actual",
     "error_distribution",
+    "calibration",
     "model_comparison",
     "error_by_bucket",
 ]
@@ -118,6 +119,26 @@ def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, *, name: str = "
     ax.plot(range(len(levels)), means.to_numpy(), color="k", marker="D", lw=1, label="mean predicted")
     ax.set(xlabel="actual rating", ylabel="predicted rating", title=f"Predicted vs actual ({name})")
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def calibration(y_true: np.ndarray, predictions: Mapping[str, np.ndarray]) -> Figure:
+    """Mean predicted stars for each actual star, per model, against the diagonal.
+
+    A well-calibrated model's line follows the diagonal; a model that shrinks towards the
+    mean draws a flatter line.
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    levels = np.unique(np.round(y_true))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(levels, levels, color="grey", ls="--", lw=1, label="perfect calibration")
+    for name, pred in predictions.items():
+        pred = np.asarray(pred, dtype=float)
+        means = [pred[np.round(y_true) == lv].mean() for lv in levels]
+        ax.plot(levels, means, marker="o", label=name)
+    ax.set(xlabel="actual rating", ylabel="mean predicted rating", title="Calibration", xticks=levels)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys_utils.baselines import BiasBaseline, GlobalMean, Popularity, fit_baselines
+from recsys_utils.baselines import BiasBaseline, GlobalMean, Popularity, RandomRanker, fit_baselines
 from recsys_utils.errors import ParameterError, RecsysError
 from recsys_utils.metrics import rmse
 from recsys_utils.recommend import FactorModel
@@ -201,14 +201,40 @@ def test_popularity_scores_are_not_clipped_to_stars():
 # ------------------------------------------------------------------ fit_baselines
 
 
-def test_fit_baselines_returns_all_three_named_models():
+def test_fit_baselines_returns_all_four_named_models():
     u, p, r, nu, npr = planted_ratings(2, n_rows=2000)
     models = fit_baselines(u, p, r, nu, npr)
-    assert list(models) == ["global_mean", "bias", "popularity"]
+    assert list(models) == ["global_mean", "bias", "popularity", "random"]
     assert all(isinstance(m, FactorModel) for m in models.values())
     assert {name: m.name for name, m in models.items()} == {n: n for n in models}
-    assert [m.predicts_ratings for m in models.values()] == [True, True, False]
+    assert [m.predicts_ratings for m in models.values()] == [True, True, False, False]
     np.testing.assert_allclose(models["global_mean"].predict(u[:5], p[:5]), np.mean(r))
     np.testing.assert_allclose(
         models["bias"].predict(u, p), BiasBaseline().fit(u, p, r, nu, npr).predict(u, p)
     )
+
+
+# ------------------------------------------------------------------ RandomRanker
+
+
+def test_random_ranker_orders_differ_between_users_and_repeat_per_seed():
+    u, p, r, nu, npr = planted_ratings(3, n_rows=2000)
+    a = RandomRanker(seed=5).fit(u, p, r, nu, npr).to_factor_model()
+    b = RandomRanker(seed=5).fit(u, p, r, nu, npr).to_factor_model()
+    c = RandomRanker(seed=6).fit(u, p, r, nu, npr).to_factor_model()
+    top_a, _ = a.recommend(np.arange(nu), 5)
+    np.testing.assert_array_equal(top_a, b.recommend(np.arange(nu), 5)[0])
+    assert not np.array_equal(top_a, c.recommend(np.arange(nu), 5)[0])
+    # personalised at random: users do not all share one list
+    assert len({tuple(row) for row in top_a}) > nu // 2
+
+
+def test_random_ranker_hits_about_k_over_n_of_a_users_items():
+    # With 50 products and k=5, a random list holds a given product with probability 0.1.
+    rng = np.random.default_rng(0)
+    nu, npr = 4000, 50
+    model = RandomRanker(seed=1).fit(np.zeros(1, int), np.zeros(1, int), np.ones(1), nu, npr).to_factor_model()
+    top, _ = model.recommend(np.arange(nu), 5)
+    target = rng.integers(0, npr, nu)
+    hit_rate = np.mean([t in row for t, row in zip(target, top)])
+    assert abs(hit_rate - 0.1) < 0.02  # binomial sd is 0.005

@@ -373,15 +373,33 @@ def test_evaluate_scores_every_model_on_the_same_rows():
                         np.zeros(n_products), 0.5, link="sigmoid", name="mf")
     baselines = fit_baselines(train["user_idx"], train["product_idx"], train["rating"], n_users, n_products)
     ev = evaluate(model, baselines, train, test, k=5)
-    assert ev.table["model"].tolist() == ["mf", "bias", "global_mean", "popularity"]
+    assert ev.table["model"].tolist() == ["mf", "bias", "global_mean", "popularity", "random"]
     mean = train["rating"].mean()
     expected = np.sqrt(np.mean((test["rating"] - mean) ** 2))
     got = ev.rating_table.set_index("model").loc["global_mean", "rmse"]
     assert got == pytest.approx(expected)
     d = ev.to_dict()
     assert d["unseen_rows"] == 1 and d["test_rows"] == 41
-    assert set(d["models"]) == {"mf", "bias", "global_mean", "popularity"}
-    assert "rmse" not in d["models"]["popularity"]
+    assert set(d["models"]) == {"mf", "bias", "global_mean", "popularity", "random"}
+    assert "rmse" not in d["models"]["popularity"] and "rmse" not in d["models"]["random"]
     relevant_users = test.loc[(test["rating"] >= 4) & (test["user_idx"] >= 0), "user_idx"].nunique()
     assert d["ranking_users"] == relevant_users
     assert set(ev.by_activity["model"]) == {"mf", "bias", "global_mean"}
+
+
+def test_novelty_is_the_mean_self_information_of_recommended_products():
+    from recsys_utils.metrics import compare_ranking_models
+
+    # 4 training users; product 0 rated by all 4, product 1 by 2, product 2 by 1, product 3 by 1.
+    train = pd.DataFrame({"user_idx": [0, 1, 2, 3, 0, 1, 2, 3], "product_idx": [0, 0, 0, 0, 1, 1, 2, 3],
+                          "rating": [5.0] * 8})
+    test = pd.DataFrame({"user_idx": [2, 3], "product_idx": [1, 1], "rating": [5.0, 5.0]})
+    # Scores rank products 3 > 2 > 1 > 0 for every user.
+    model = FactorModel(np.zeros((4, 0)), np.zeros((4, 0)), np.zeros(4), np.array([0.0, 1.0, 2.0, 3.0]), 0.0,
+                        predicts_ratings=False, name="m")
+    row = compare_ranking_models({"m": model}, train, test, k=1).iloc[0]
+    # user 2 rated {0, 2} -> gets product 3 (self-information log2(4/1) = 2);
+    # user 3 rated {0, 3} -> gets product 2 (log2(4/1) = 2)
+    assert row["novelty"] == pytest.approx(2.0)
+    assert row["coverage"] == pytest.approx(2 / 4)
+    assert row["hit_rate@1"] == 0.0

@@ -62,3 +62,12 @@ def test_model_plots_render():
     assert [p.get_width() for p in fig.axes[0].patches] == [0.9, 1.1]
     buckets = pd.DataFrame({"model": ["a", "a"], "bucket": ["1–2", "3–5"], "n": [10, 20], "rmse": [1.0, 0.8]})
     assert isinstance(plots.error_by_bucket(buckets), Figure)
+
+
+def test_calibration_plots_the_mean_prediction_per_star():
+    y = np.array([1, 1, 3, 5, 5, 5], dtype=float)
+    pred = np.array([2.0, 3.0, 3.0, 4.0, 4.5, 5.0])
+    fig = plots.calibration(y, {"m": pred})
+    line = fig.axes[0].lines[1]
+    assert list(line.get_xdata()) == [1, 3, 5]
+    assert list(line.get_ydata()) == [2.5, 3.0, 4.5]
