@@ -7,6 +7,7 @@ Examples
     python -m recsys_utils run                                  # the default sample, all five notebooks
     python -m recsys_utils run --data ratings_Electronics.csv -p min_user_ratings 5 -p epochs 10
     python -m recsys_utils recommend --run reports/<run> --user A2Y3A341VDK37H --top-n 10
+    python -m recsys_utils sweep -p embedding_dim 16,32,64 -p l2 0.001,0.005   # one comparison report
     python -m recsys_utils params                               # every parameter, default and meaning
 """
 
@@ -50,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="for a user unknown to the model: fail (default) or show the most popular products",
     )
 
+    sweep = sub.add_parser("sweep", help="train + evaluate over a parameter grid, one comparison report")
+    sweep.add_argument("--data", help="ratings file (default: the generated sample)")
+    sweep.add_argument("--run-name", help="folder under reports/ (default: sweep-<date>-<time>)")
+    sweep.add_argument("--reports-dir", help="where runs are written (default: reports/)")
+    sweep.add_argument(
+        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUES"),
+        help="a parameter: one value (fixed) or comma-separated values (swept), e.g. -p embedding_dim 16,32,64",
+    )
+    sweep.add_argument("--hide-code", action="store_true", help="leave code cells out of the HTML reports")
+    sweep.add_argument("--overwrite", action="store_true", help="reuse a folder that already holds files")
+
     sub.add_parser("params", help="list every run parameter with its default and meaning")
 
     gen = sub.add_parser("generate", help="(re)generate the embedded sample data")
@@ -62,12 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from recsys_utils.pipeline import resolve_config, run_pipeline
 
-    overrides: dict[str, str] = {}
-    for name, value in args.param:
-        if name in overrides:
-            raise RecsysError(f"parameter {name} given twice (-p {name} {overrides[name]} and -p {name} {value})")
-        overrides[name] = value
-    cfg = resolve_config(overrides, data=args.data)
+    cfg = resolve_config(_params(args.param), data=args.data)
     result = run_pipeline(
         cfg,
         run_name=args.run_name,
@@ -86,6 +93,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _params(pairs: list[list[str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name in out:
+            raise RecsysError(f"parameter {name} given twice (-p {name} {out[name]} and -p {name} {value})")
+        out[name] = value
+    return out
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from recsys_utils.sweep import run_sweep
+
+    result = run_sweep(
+        _params(args.param),
+        data=args.data,
+        sweep_name=args.run_name,
+        reports_dir=args.reports_dir,
+        show_code=not args.hide_code,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(f"report: {result.index_html}")
+    if not result.ok:
+        print("some grid points failed: see the report", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
@@ -150,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("papermill", "nbconvert"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's "alternative text" notices
-    handlers = {"run": _cmd_run, "recommend": _cmd_recommend, "params": _cmd_params, "generate": _cmd_generate}
+    handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "recommend": _cmd_recommend, "params": _cmd_params,
+                "generate": _cmd_generate}
     try:
         return handlers[args.command](args)
     except RecsysError as exc:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -228,6 +228,8 @@ def run_pipeline(
     overwrite: bool = False,
     notebooks: str | Path | None = None,
     progress: bool = True,
+    stems: Sequence[str] = NOTEBOOK_STEMS,
+    reuse_artifacts: str | Path | None = None,
 ) -> RunResult:
     """Execute the five notebooks in order into ``reports/<run_name>/`` and render them.
 
@@ -245,6 +247,12 @@ def run_pipeline(
         Allow reusing a run folder that already holds files.
     notebooks : path, optional
         Folder of the numbered notebooks; default the project's ``notebooks/``.
+    stems : sequence of str
+        Which notebooks to run, in order (default all five). Used by sweeps, which run
+        ``01``–``02`` once and ``03``–``04`` per grid point.
+    reuse_artifacts : path, optional
+        An ``artifacts/`` folder whose files are hard-linked (or copied) into the new
+        run first, standing in for the notebooks not run.
 
     Returns
     -------
@@ -258,7 +266,10 @@ def run_pipeline(
 
     cfg = (config or RunConfig()).validate()
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
-    sources = [nb_dir / f"{stem}.ipynb" for stem in NOTEBOOK_STEMS]
+    unknown = [stem for stem in stems if stem not in NOTEBOOK_STEMS]
+    if unknown or not stems:
+        raise ParameterError(f"notebooks {unknown or '(none)'}: expected some of {', '.join(NOTEBOOK_STEMS)}")
+    sources = [nb_dir / f"{stem}.ipynb" for stem in stems]
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
         raise RunError(f"notebooks not found: {', '.join(missing)}")
@@ -272,6 +283,8 @@ def run_pipeline(
     if paths.run_dir.exists() and any(paths.run_dir.iterdir()) and not overwrite:
         raise RunError(f"{paths.run_dir} already holds a run; pick another --run-name or pass --overwrite")
     paths.artifacts.mkdir(parents=True, exist_ok=True)
+    if reuse_artifacts is not None:
+        _link_tree(Path(reuse_artifacts), paths.artifacts)
 
     # The input is resolved here (generating the sample if needed) so the manifest can
     # fingerprint it; a missing file is left for 01_eda to report in its own words.
@@ -279,7 +292,7 @@ def run_pipeline(
     cfg.data_path = str(data_file)
     cfg.save(paths.params)
 
-    statuses = [NotebookStatus(stem) for stem in NOTEBOOK_STEMS]
+    statuses = [NotebookStatus(stem) for stem in stems]
     manifest: dict[str, Any] = {
         "run_name": run_name,
         "run_dir": str(paths.run_dir),
@@ -342,6 +355,19 @@ def run_pipeline(
     manifest["finished"] = _now()
     save_state()
     return RunResult(paths.run_dir, ok, statuses)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    import shutil
+
+    if not src.is_dir():
+        raise RunError(f"{src}: no artifacts folder to reuse")
+    for f in src.iterdir():
+        if f.is_file():
+            try:
+                os.link(f, dst / f.name)
+            except OSError:
+                shutil.copy2(f, dst / f.name)
 
 
 def _check_declared(declared: dict[str, dict[str, Any]]) -> None:
