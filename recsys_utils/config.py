@@ -64,6 +64,7 @@ class RunConfig:
     # 05_recommendation
     user_ids: list = _p([], "users to show; empty = a few sample users picked by seed")
     top_n: int = _p(10, "recommendations per user")
+    product_id: str = _p("", "product whose similar products are shown; empty = the first user's top pick")
 
     # ------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":

@@ -33,6 +33,7 @@ __all__ = [
     "calibration",
     "model_comparison",
     "error_by_bucket",
+    "embedding_map",
 ]
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -181,5 +182,47 @@ def error_by_bucket(table: pd.DataFrame, *, metric: str = "rmse") -> Figure:
     counts = table.drop_duplicates("bucket").set_index("bucket")["n"]
     ax.set_xticks(range(len(counts)), [f"{b}\n(n={n})" for b, n in counts.items()])
     ax.set(xlabel="user's training ratings", ylabel=f"{metric.upper()} (stars)", title="Error by user activity")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_map(df: pd.DataFrame, *, color_by: str | None = None, title: str | None = None) -> Figure:
+    """Scatter of a 2-D embedding projection, coloured by a column (log scale for popularity).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Columns x, y and ``color_by``, as returned by :func:`recsys_utils.explore.embedding_map`
+        (whose ``attrs`` give the default ``color_by``, the kind and the explained variance).
+    color_by : str, optional
+        Column to colour by; default ``df.attrs["color_by"]``, else ``"popularity"``.
+        ``popularity`` (counts) uses a logarithmic colour scale.
+    title : str, optional
+        Default: "<kind> embeddings (PCA)".
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    from recsys_utils.errors import ParameterError
+
+    color_by = color_by or df.attrs.get("color_by", "popularity")
+    if color_by not in df.columns:
+        raise ParameterError(f"color_by={color_by!r}: expected a column of the map, one of {list(df.columns)}")
+    values = df[color_by].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    if color_by == "popularity" and finite.size and finite.min() > 0:
+        norm = LogNorm(vmin=finite.min(), vmax=max(finite.max(), finite.min() * 1.0001))
+    else:
+        norm = Normalize(vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    points = ax.scatter(df["x"].to_numpy(), df["y"].to_numpy(), c=values, norm=norm, cmap="viridis", s=6,
+                        alpha=0.7, linewidths=0)
+    label = {"popularity": "training ratings (log scale)", "mean_rating": "mean training rating"}.get(color_by, color_by)
+    fig.colorbar(points, ax=ax, label=label)
+    explained = df.attrs.get("explained_variance")
+    axis = [f"PC{i + 1}" + (f" ({explained[i]:.0%} of variance)" if explained and i < len(explained) else "")
+            for i in range(2)]
+    kind = df.attrs.get("kind", "")
+    ax.set(xlabel=axis[0], ylabel=axis[1],
+           title=title or f"{kind.capitalize() + ' e' if kind else 'E'}mbeddings (PCA), {len(df):,} points")
     fig.tight_layout()
     return fig
