@@ -1,4 +1,4 @@
-"""Command line: ``python -m recsys_utils run|recommend|params|generate``.
+"""Command line: ``python -m recsys_utils run|sweep|recommend|fetch|params|generate``.
 
 Examples
 --------
@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", help="output CSV (default data/sample/ratings.csv)")
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    fetch = sub.add_parser("fetch", help="download a published Amazon ratings file into data/raw/")
+    fetch.add_argument("dataset", choices=("amazon-2014", "amazon-2023"))
+    fetch.add_argument("--category", required=True, help="e.g. Electronics, Musical_Instruments, All_Beauty")
+    fetch.add_argument("--kind", help="amazon-2014: ratings (default) | 5core; amazon-2023: 5core (default) | full")
+    fetch.add_argument("--out", help="folder (default data/raw/); the file goes to <out>/<dataset>/")
+    fetch.add_argument("--sha256", help="expected sha256 of the file; a mismatch deletes the download")
+    fetch.add_argument("--force", action="store_true", help="download again even if the file exists")
     return parser
 
 
@@ -175,6 +183,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from recsys_utils.fetch import fetch_dataset
+
+    path = fetch_dataset(args.dataset, args.category, args.kind, out_dir=args.out, sha256=args.sha256,
+                         force=args.force, progress=not args.quiet)
+    print(f"wrote {path}\nrun it: python -m recsys_utils run --data {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -186,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's "alternative text" notices
     handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "recommend": _cmd_recommend, "params": _cmd_params,
-                "generate": _cmd_generate}
+                "generate": _cmd_generate, "fetch": _cmd_fetch}
     try:
         return handlers[args.command](args)
     except RecsysError as exc:

@@ -42,6 +42,7 @@ class RunConfig:
     timestamp_col: str = _p("", "column holding timestamps; empty = auto-detect, 'none' = ignore")
     rating_min: float = _p(1.0, "lowest rating of the scale")
     rating_max: float = _p(5.0, "highest rating of the scale")
+    invalid: str = _p("error", "a missing, unreadable or off-scale value: error (name its line) | drop (and report)")
     duplicates: str = _p("last", "duplicate (user, product) pairs: keep last | first | mean")
     min_user_ratings: int = _p(3, "k-core: keep users with at least this many ratings")
     min_product_ratings: int = _p(3, "k-core: keep products with at least this many ratings")
@@ -77,6 +78,7 @@ class RunConfig:
                 raise ParameterError(f"parameter {name}={getattr(self, name)!r}: expected {expected}")
 
         need(self.rating_max > self.rating_min, "rating_max", f"a value above rating_min={self.rating_min}")
+        need(self.invalid in ("error", "drop"), "invalid", "error or drop")
         need(self.duplicates in DUPLICATE_POLICIES, "duplicates", f"one of {', '.join(DUPLICATE_POLICIES)}")
         need(self.min_user_ratings >= 1, "min_user_ratings", "an integer >= 1")
         need(self.min_product_ratings >= 1, "min_product_ratings", "an integer >= 1")

@@ -86,7 +86,7 @@ def split_ratings(
         else:
             _require_time(df, col_time, method)
             # latest last; ties among equal timestamps broken by the seed
-            t = df[col_time].to_numpy().astype("datetime64[ns]").astype(np.int64)
+            t = _time_ns(df[col_time])
             order = np.lexsort((rng.random(n), t, users))
         sorted_users = users[order]
         counts = np.bincount(users)
@@ -108,7 +108,7 @@ def split_ratings(
         part[order] = sorted_part
     else:  # temporal
         _require_time(df, col_time, method)
-        t = df[col_time].to_numpy().astype("datetime64[ns]").astype(np.int64)
+        t = _time_ns(df[col_time])
         train_end = np.quantile(t, 1 - test_fraction - valid_fraction, method="lower")
         valid_end = np.quantile(t, 1 - test_fraction, method="lower")
         part[t > train_end] = 1
@@ -124,6 +124,12 @@ def split_ratings(
         valid=df.loc[part == 1].reset_index(drop=True),
         test=df.loc[part == 2].reset_index(drop=True),
     )
+
+
+def _time_ns(col: pd.Series) -> np.ndarray:
+    """Timestamps as int64 nanoseconds since the epoch (tz-aware UTC or naive alike)."""
+    t = pd.to_datetime(col, utc=True)
+    return t.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
 
 
 def _require_time(df: pd.DataFrame, col_time: str, method: str) -> None:

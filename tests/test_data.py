@@ -533,3 +533,168 @@ def test_movielens_100k_matches_its_provenance():
     assert df["user_id"].nunique() == 943
     assert df["product_id"].nunique() == 1_682
     assert Counter(df["rating"].astype(int)) == {1: 6_110, 2: 11_370, 3: 27_145, 4: 34_174, 5: 21_201}
+
+
+# ----------------------------------------------------------------------------- JSON lines, 2023 files, formats
+REVIEW_2014 = [
+    {"reviewerID": "A2IBPI20UZIR0U", "asin": "1384719342", "reviewerName": "cassandra tu", "helpful": [0, 0],
+     "reviewText": "Not much to write about here, but it does exactly what it's supposed to.",
+     "overall": 5.0, "summary": "good", "unixReviewTime": 1393545600, "reviewTime": "02 28, 2014"},
+    {"reviewerID": "A14VAT5EAX3D9S", "asin": "0000031887", "overall": 3.0, "unixReviewTime": 1363392000,
+     "reviewTime": "03 16, 2013"},
+]
+
+
+def jsonl(records_: list[dict]) -> str:
+    import json
+
+    return "".join(json.dumps(r) + "\n" for r in records_)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_reads_2014_review_json_lines_plain_and_gzip(tmp_path, compress):
+    text = jsonl(REVIEW_2014)
+    path = write(tmp_path, "reviews_Musical_Instruments_5.json" + (".gz" if compress else ""),
+                 gzip.compress(text.encode()) if compress else text)
+    df = read_ratings(path)
+    assert list(df.columns) == ["user_id", "product_id", "rating", "timestamp"]
+    assert records(df) == [("A2IBPI20UZIR0U", "1384719342", 5.0), ("A14VAT5EAX3D9S", "0000031887", 3.0)]
+    assert as_utc(df["timestamp"]) == [utc(1393545600), utc(1363392000)]
+
+
+def test_reads_2014_python_dict_literal_lines(tmp_path):
+    # some 2014 files were written with str(dict): single quotes, not JSON
+    lines = "".join(repr(r) + "\n" for r in REVIEW_2014)
+    path = write(tmp_path, "reviews_strict.json", lines)
+    df = read_ratings(path)
+    assert records(df) == [("A2IBPI20UZIR0U", "1384719342", 5.0), ("A14VAT5EAX3D9S", "0000031887", 3.0)]
+
+
+def test_reads_2023_review_json_lines_with_millisecond_timestamps(tmp_path):
+    recs = [
+        {"rating": 4.0, "title": "ok", "text": "fine", "images": [], "asin": "B01N0TQ0OH",
+         "parent_asin": "B01N0TQ0OH", "user_id": "AGKHLEW2SOWHNMFQIJGBECAF7INQ", "timestamp": 1588687728923,
+         "helpful_vote": 2, "verified_purchase": True},
+        {"rating": 1.0, "asin": "0594481813", "parent_asin": "0594481813", "user_id": "AFQLNQNQYFWQZPJQZS6V3NZU4QBQ",
+         "timestamp": 1341100800000},
+    ]
+    path = write(tmp_path, "All_Beauty.jsonl.gz", gzip.compress(jsonl(recs).encode()))
+    df = read_ratings(path)
+    assert records(df) == [("AGKHLEW2SOWHNMFQIJGBECAF7INQ", "B01N0TQ0OH", 4.0),
+                           ("AFQLNQNQYFWQZPJQZS6V3NZU4QBQ", "0594481813", 1.0)]
+    assert as_utc(df["timestamp"]) == [pd.Timestamp("2020-05-05 14:08:48.923", tz="UTC"), utc(1341100800)]
+
+
+def test_reads_2023_rating_only_csv_gz_with_parent_asin_and_milliseconds(tmp_path):
+    text = ("user_id,parent_asin,rating,timestamp\n"
+            "AGKHLEW2SOWHNMFQIJGBECAF7INQ,B01N0TQ0OH,4.0,1588687728923\n"
+            "AFQLNQNQYFWQZPJQZS6V3NZU4QBQ,0594481813,1.0,1341100800000\n")
+    path = write(tmp_path, "All_Beauty.csv.gz", gzip.compress(text.encode()))
+    df = read_ratings(path)
+    assert records(df) == [("AGKHLEW2SOWHNMFQIJGBECAF7INQ", "B01N0TQ0OH", 4.0),
+                           ("AFQLNQNQYFWQZPJQZS6V3NZU4QBQ", "0594481813", 1.0)]
+    assert as_utc(df["timestamp"]) == [pd.Timestamp("2020-05-05 14:08:48.923", tz="UTC"), utc(1341100800)]
+
+
+def test_timestamps_are_tz_aware_utc_from_every_reader(tmp_path):
+    csv_path = write(tmp_path, "r.csv", "u1,p1,5,1365811200\n")
+    json_path = write(tmp_path, "r.json", jsonl(REVIEW_2014))
+    bad_csv = write(tmp_path, "slow.csv", "user_id,product_id,rating,timestamp\nu1, p1 ,5,2013-04-13\n")
+    for path in (csv_path, json_path, bad_csv):
+        col = read_ratings(path)["timestamp"]
+        assert isinstance(col.dtype, pd.DatetimeTZDtype) and str(col.dt.tz) == "UTC", path
+
+
+def test_explicit_format_overrides_sniffing(tmp_path):
+    path = write(tmp_path, "data.txt", jsonl(REVIEW_2014))
+    assert len(read_ratings(path, format="jsonl")) == 2
+    msg = error_of(path, format="csv")  # read as CSV, the JSON does not have the columns
+    assert str(path) in msg
+    with pytest.raises(ParameterError, match="format='xml'"):
+        read_ratings(path, format="xml")
+
+
+def test_large_clean_csv_goes_through_the_fast_reader_with_the_same_result(tmp_path):
+    rows = [(f"A{i:05d}", f"{i % 97:010d}", float(i % 5 + 1), 1_300_000_000 + i) for i in range(3000)]
+    path = write(tmp_path, "r.csv", "".join(f"{u},{p},{r},{t}\n" for u, p, r, t in rows))
+    df = read_ratings(path)
+    assert records(df, ("user_id", "product_id", "rating")) == [r[:3] for r in rows]
+    assert as_utc(df["timestamp"])[-1] == utc(1_300_002_999)
+    assert pd.api.types.is_string_dtype(df["product_id"]) and df["product_id"].iloc[1] == "0000000001"
+
+
+# ----------------------------------------------------------------------------- bad JSON input
+def test_json_line_that_is_not_json_names_its_line(tmp_path):
+    text = jsonl(REVIEW_2014[:1]) + "\n" + '{"reviewerID": "A1", "asin": "B1", "overall": 5.0,\n' + jsonl(REVIEW_2014[1:])
+    path = write(tmp_path, "r.json", text)
+    msg = error_of(path)
+    assert msg.startswith(f"{path}, line 3:")  # the blank line 2 counts
+    assert "not JSON" in msg and "expected one JSON object per line" in msg
+
+
+def test_json_missing_a_required_field_on_a_later_line_names_line_and_field(tmp_path):
+    recs = [REVIEW_2014[0], {"reviewerID": "A3", "asin": "B3", "unixReviewTime": 1363392000}]
+    path = write(tmp_path, "r.json", jsonl(recs))
+    msg = error_of(path)
+    assert msg.startswith(f"{path}, line 2, field 'overall'")
+    assert "found an empty value" in msg and "expected a number between 1 and 5" in msg
+    assert "invalid='drop'" in msg  # says how to drop instead
+
+
+def test_json_without_a_required_field_at_all_lists_the_fields(tmp_path):
+    path = write(tmp_path, "r.json", jsonl([{"reviewerID": "A1", "asin": "B1", "stars_given": 5}]))
+    msg = error_of(path)
+    assert str(path) in msg and "no rating column found" in msg
+    assert "'reviewerID', 'asin', 'stars_given'" in msg
+
+
+def test_truncated_json_gz_is_refused_naming_the_last_good_line(tmp_path):
+    blob = gzip.compress(jsonl(REVIEW_2014 * 2000).encode(), compresslevel=1)
+    path = write(tmp_path, "reviews.json.gz", blob[: len(blob) // 2])
+    msg = error_of(path)
+    assert str(path) in msg and "truncated" in msg and "after line" in msg
+
+
+def test_json_rating_that_is_not_a_number_names_line_and_value(tmp_path):
+    recs = [REVIEW_2014[0], {**REVIEW_2014[1], "overall": "five"}]
+    path = write(tmp_path, "r.json", jsonl(recs))
+    msg = error_of(path)
+    assert msg.startswith(f"{path}, line 2, field 'overall': found 'five'")
+
+
+# ----------------------------------------------------------------------------- invalid="drop"
+def test_invalid_drop_removes_bad_rows_and_reports_them_as_cleaning_steps(tmp_path):
+    path = write(
+        tmp_path,
+        "r.csv",
+        "UserID,ProductID,Rating\nu1,p1,5\n,p2,4\nu3,p3,five\nu4,p4,9\nu5,p5,\nu6,p6,1\n",
+    )
+    df = read_ratings(path, invalid="drop")
+    assert records(df) == [("u1", "p1", 5.0), ("u6", "p6", 1.0)]
+    out, steps = clean_ratings(df)
+    assert [(s.step, s.rows_in, s.rows_out) for s in steps] == [
+        ("missing values", 6, 4),      # line 3 (no user) and line 6 (no rating)
+        ("unreadable values", 4, 3),   # line 4 'five'
+        ("outside the scale", 3, 2),   # line 5: 9
+        ("duplicates", 2, 2),
+        ("k-core", 2, 2),
+    ]
+    assert "line 3" in steps[0].why and "line 4" in steps[1].why and "line 5" in steps[2].why
+
+
+def test_invalid_drop_drops_json_records_missing_a_field(tmp_path):
+    recs = [REVIEW_2014[0], {"reviewerID": "A3", "asin": "B3", "unixReviewTime": 1363392000}, REVIEW_2014[1]]
+    df = read_ratings(write(tmp_path, "r.json", jsonl(recs)), invalid="drop")
+    assert len(df) == 2
+    assert df.attrs["read_steps"][0]["removed"] == 1
+
+
+def test_unknown_invalid_policy_is_a_parameter_error(tmp_path):
+    with pytest.raises(ParameterError, match="invalid='skip'"):
+        read_ratings(write(tmp_path, "r.csv", "u1,p1,5\n"), invalid="skip")
+
+
+def test_categorical_ids_behave_as_strings_downstream():
+    df = frame(DUPES).astype({"user_id": "category", "product_id": "category"})
+    out, _ = clean_ratings(df)
+    assert sorted(map(str, out["user_id"])) == ["u1", "u2"]
