@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 # Extra arguments, e.g. make report ARGS="--data ratings.csv -p epochs 5"
 ARGS        ?=
 PYTEST_ARGS ?=
+# JupyterLab refuses to start as root unless told; containers often run as root.
+LAB_ARGS    ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: help install report test lab sample clean-reports
 
@@ -36,7 +38,7 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name recsys-utils --display-name "recsys_utils (.venv)" >/dev/null
 	$(PY) -m recsys_utils generate
-	cd notebooks && ../$(PY) -m jupyter lab
+	cd notebooks && ../$(PY) -m jupyter lab $(LAB_ARGS)
 
 sample: $(STAMP)
 	$(PY) -m recsys_utils generate --force
