@@ -26,21 +26,25 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("recsys_utils")
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, values: str, param_help: str) -> None:
+    """The options ``run`` and ``sweep`` share."""
+    parser.add_argument("--data", help="ratings file (default: the generated sample data/sample/ratings.csv)")
+    parser.add_argument("--run-name", help=f"folder under reports/ (default: {default_name})")
+    parser.add_argument("--reports-dir", help="where runs are written (default: reports/)")
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", values),
+                        help=param_help)
+    parser.add_argument("--hide-code", action="store_true", help="leave code cells out of the HTML reports")
+    parser.add_argument("--overwrite", action="store_true", help="reuse a folder that already holds files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recsys_utils", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the five notebooks and render the HTML reports")
-    run.add_argument("--data", help="ratings file (default: the generated sample data/sample/ratings.csv)")
-    run.add_argument("--run-name", help="folder under reports/ (default: <date>-<time>-<data stem>)")
-    run.add_argument("--reports-dir", help="where runs are written (default: reports/)")
-    run.add_argument(
-        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-        help="override a parameter (repeatable); `params` lists them",
-    )
-    run.add_argument("--hide-code", action="store_true", help="leave code cells out of the HTML reports")
-    run.add_argument("--overwrite", action="store_true", help="reuse a run folder that already holds files")
+    _add_run_arguments(run, default_name="<date>-<time>-<data stem>", values="VALUE",
+                       param_help="override a parameter (repeatable); `params` lists them")
 
     rec = sub.add_parser("recommend", help="print top-N recommendations for a user from a finished run")
     rec.add_argument("--run", required=True, help="run directory, e.g. reports/<run_name>")
@@ -52,15 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sweep = sub.add_parser("sweep", help="train + evaluate over a parameter grid, one comparison report")
-    sweep.add_argument("--data", help="ratings file (default: the generated sample)")
-    sweep.add_argument("--run-name", help="folder under reports/ (default: sweep-<date>-<time>)")
-    sweep.add_argument("--reports-dir", help="where runs are written (default: reports/)")
-    sweep.add_argument(
-        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUES"),
-        help="a parameter: one value (fixed) or comma-separated values (swept), e.g. -p embedding_dim 16,32,64",
-    )
-    sweep.add_argument("--hide-code", action="store_true", help="leave code cells out of the HTML reports")
-    sweep.add_argument("--overwrite", action="store_true", help="reuse a folder that already holds files")
+    _add_run_arguments(sweep, default_name="sweep-<date>-<time>", values="VALUES",
+                       param_help="one value (fixed) or comma-separated values (swept), e.g. -p embedding_dim 16,32")
 
     sub.add_parser("params", help="list every run parameter with its default and meaning")
 
