@@ -54,7 +54,8 @@ class RunConfig:
     # 03_training: model and fit
     embedding_dim: int = _p(32, "size of the user and product embeddings")
     use_bias: bool = _p(True, "add global, user and product bias terms before the sigmoid")
-    l2: float = _p(0.005, "per-rating L2 penalty on the embedding and bias rows a batch touches")
+    l2: float = _p(0.005, "per-rating L2 penalty on the embedding rows a batch touches")
+    bias_l2: float = _p(0.02, "L2 on user/product biases divided by their training ratings (shrinks rare ones)")
     epochs: int = _p(60, "maximum epochs (early stopping usually ends sooner)")
     batch_size: int = _p(4096, "ratings per gradient step")
     learning_rate: float = _p(0.02, "Adam learning rate")
@@ -93,6 +94,7 @@ class RunConfig:
         need(self.seed >= 0, "seed", "a non-negative integer")
         need(self.embedding_dim >= 1, "embedding_dim", "an integer >= 1")
         need(self.l2 >= 0, "l2", "a non-negative number")
+        need(self.bias_l2 >= 0, "bias_l2", "a non-negative number")
         need(self.epochs >= 1, "epochs", "an integer >= 1")
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.learning_rate > 0, "learning_rate", "a positive number")

@@ -148,7 +148,38 @@ def import_keras():
         def get_config(self) -> dict:
             return {**super().get_config(), "initial_value": self.initial_value}
 
+    @keras.saving.register_keras_serializable(package="recsys_utils")
+    class InverseCountL2(keras.layers.Layer):
+        """Passes bias rows through, adding ``l2 * mean over the batch of b² / n``.
+
+        ``n`` is the number of training ratings of the row's user (or product), held as a
+        non-trainable weight. In expectation over batches this is ``l2 / N * Σ_rows b²``,
+        the ALS baseline's penalty: every row is shrunk equally however often it occurs,
+        so a product with 3 ratings is pulled towards the mean far harder, relative to its
+        data, than one with 3,000.
+        """
+
+        def __init__(self, n_rows: int, l2: float = 0.0, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.n_rows = int(n_rows)
+            self.l2 = float(l2)
+
+        def build(self, input_shape) -> None:
+            self.inverse_count = self.add_weight(
+                name="inverse_count", shape=(self.n_rows,), initializer="ones", trainable=False
+            )
+
+        def call(self, inputs):
+            rows, idx = inputs
+            weight = keras.ops.take(self.inverse_count, idx)
+            self.add_loss(self.l2 * keras.ops.mean(keras.ops.sum(keras.ops.square(rows), axis=-1) * weight))
+            return rows
+
+        def get_config(self) -> dict:
+            return {**super().get_config(), "n_rows": self.n_rows, "l2": self.l2}
+
     keras.MeanRowL2 = MeanRowL2  # type: ignore[attr-defined]  # reachable for build_model
+    keras.InverseCountL2 = InverseCountL2  # type: ignore[attr-defined]
     keras.GlobalBias = GlobalBias  # type: ignore[attr-defined]
     return keras
 
@@ -160,6 +191,9 @@ def build_model(
     *,
     use_bias: bool = True,
     l2: float = 0.0,
+    bias_l2: float = 0.0,
+    user_counts: np.ndarray | None = None,
+    product_counts: np.ndarray | None = None,
     initial_mean: float | None = None,
     init_std: float = 0.05,
     seed: int | None = None,
@@ -176,7 +210,14 @@ def build_model(
     use_bias : bool
         Add global, user and product bias terms before the sigmoid.
     l2 : float
-        Per-rating L2 penalty on the looked-up embedding (and bias) rows.
+        Per-rating L2 penalty on the looked-up embedding rows (``l2 * mean ||row||²``).
+    bias_l2 : float
+        Penalty on the user and product biases, each divided by its row's number of
+        training ratings (``bias_l2 * mean b²/n``): the ALS baseline's shrinkage, which
+        keeps a product with a handful of 5-star ratings from topping every list.
+    user_counts, product_counts : numpy.ndarray, optional
+        Training ratings per user / product for ``bias_l2`` (default: all ones, which
+        makes ``bias_l2`` a plain per-rating penalty).
     initial_mean : float, optional
         Mean training rating on the [0, 1] scale; with ``use_bias`` the global bias
         starts at its logit so the model starts by predicting the mean.
@@ -195,8 +236,9 @@ def build_model(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ParameterError(f"{label}={value!r}: expected a positive integer")
     n_users, n_products, embedding_dim = int(n_users), int(n_products), int(embedding_dim)  # Keras refuses NumPy ints
-    if not l2 >= 0:  # also refuses NaN
-        raise ParameterError(f"l2={l2!r}: expected a non-negative number")
+    for label, value in (("l2", l2), ("bias_l2", bias_l2)):
+        if not value >= 0:  # also refuses NaN
+            raise ParameterError(f"{label}={value!r}: expected a non-negative number")
     keras = import_keras()
     layers = keras.layers
     reg = keras.MeanRowL2(l2) if l2 > 0 else None
@@ -212,10 +254,19 @@ def build_model(
                          name=PRODUCT_EMBEDDING)(product)
     score = layers.Dot(axes=1, name="dot")([u, p])
     if use_bias:
-        bu = layers.Embedding(n_users, 1, embeddings_initializer="zeros", activity_regularizer=reg,
-                              name=USER_BIAS)(user)
-        bp = layers.Embedding(n_products, 1, embeddings_initializer="zeros", activity_regularizer=reg,
-                              name=PRODUCT_BIAS)(product)
+        bu = layers.Embedding(n_users, 1, embeddings_initializer="zeros", name=USER_BIAS)(user)
+        bp = layers.Embedding(n_products, 1, embeddings_initializer="zeros", name=PRODUCT_BIAS)(product)
+        if bias_l2 > 0:
+            user_pen = keras.InverseCountL2(n_users, bias_l2, name="user_bias_l2")
+            product_pen = keras.InverseCountL2(n_products, bias_l2, name="product_bias_l2")
+            bu, bp = user_pen([bu, user]), product_pen([bp, product])
+            for layer, counts, n, label in ((user_pen, user_counts, n_users, "user_counts"),
+                                            (product_pen, product_counts, n_products, "product_counts")):
+                if counts is not None:
+                    counts = np.asarray(counts, dtype=np.float32).reshape(-1)
+                    if counts.shape != (n,) or (counts < 0).any():
+                        raise ParameterError(f"{label}: expected {n} non-negative counts, got shape {counts.shape}")
+                    layer.inverse_count.assign(1.0 / np.maximum(counts, 1.0))
         score = layers.Add(name="add_biases")([score, bu, bp])
         m = 0.5 if initial_mean is None else float(np.clip(initial_mean, 1e-3, 1 - 1e-3))
         score = keras.GlobalBias(float(np.log(m / (1 - m))), name=GLOBAL_BIAS)(score)

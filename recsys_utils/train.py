@@ -31,18 +31,29 @@ __all__ = ["set_seeds", "TrainResult", "train_model"]
 log = logging.getLogger(__name__)
 
 
-def set_seeds(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic."""
+def set_seeds(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic``, make TensorFlow's ops deterministic.
+
+    Op determinism is a process-wide switch, so ``deterministic=False`` turns it off again
+    if an earlier call turned it on (Keras refuses XLA while it is on).
+    """
     keras = import_keras()
     import tensorflow as tf
 
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
-    try:
-        tf.config.experimental.enable_op_determinism()
-    except AttributeError:  # pragma: no cover - very old TF
-        pass
+    if deterministic:
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except AttributeError:  # pragma: no cover - very old TF
+            pass
+    else:
+        try:
+            from tensorflow.python.framework.config import disable_op_determinism
+        except ImportError:  # pragma: no cover - TF without the switch
+            return
+        disable_op_determinism()
 
 
 @dataclass
@@ -88,6 +99,7 @@ def train_model(
     embedding_dim: int = 32,
     use_bias: bool = True,
     l2: float = 0.005,
+    bias_l2: float = 0.02,
     epochs: int = 60,
     batch_size: int = 4096,
     learning_rate: float = 0.02,
@@ -95,7 +107,8 @@ def train_model(
     seed: int = 42,
     rating_min: float = RATING_MIN,
     rating_max: float = RATING_MAX,
-    jit_compile: bool = False,
+    jit_compile: bool | None = None,
+    deterministic: bool = True,
     verbose: int = 2,
 ) -> TrainResult:
     """Build and fit the model on encoded rows, stopping early on validation RMSE.
@@ -106,12 +119,18 @@ def train_model(
         Encoded splits with ``user_idx``, ``product_idx`` and ``rating`` (stars).
         Validation rows whose user or product is unknown (index -1) are dropped:
         the model has no embedding for them.
+    l2, bias_l2 : float
+        Per-rating L2 on the embedding rows, and the inverse-count penalty on the
+        biases (see :func:`recsys_utils.model.build_model`); counts are taken from ``train``.
     patience : int
         Epochs without a better validation RMSE before stopping; the weights of the
         best epoch are restored. ``0`` disables early stopping.
-    jit_compile : bool
-        Compile the train step with XLA. Off by default: TensorFlow turns XLA off
-        whenever op determinism is on, and reproducible runs matter more here.
+    jit_compile : bool, optional
+        Compile the train step with XLA. Default: on exactly when ``deterministic`` is off,
+        since Keras turns XLA off whenever TensorFlow's op determinism is on.
+    deterministic : bool
+        Turn on TensorFlow's op determinism, which guarantees identical weights for the
+        same seed, data and machine, and rules out XLA.
     verbose : int
         Keras verbosity (2 = one line per epoch, good for notebooks; 0 = silent).
 
@@ -125,7 +144,9 @@ def train_model(
             f"batch_size={batch_size}, epochs={epochs}, learning_rate={learning_rate}: expected positive values"
         )
     keras = import_keras()
-    set_seeds(seed)
+    set_seeds(seed, deterministic=deterministic)
+    if jit_compile is None:
+        jit_compile = not deterministic
     x, y = _arrays(train, rating_min, rating_max)
     scale = rating_max - rating_min
     model = build_model(
@@ -134,6 +155,9 @@ def train_model(
         embedding_dim,
         use_bias=use_bias,
         l2=l2,
+        bias_l2=bias_l2,
+        user_counts=np.bincount(x[0], minlength=n_users),
+        product_counts=np.bincount(x[1], minlength=n_products),
         initial_mean=float(y.mean()),
         seed=seed,
     )
@@ -198,10 +222,13 @@ def train_model(
             "embedding_dim": embedding_dim,
             "use_bias": use_bias,
             "l2": l2,
+            "bias_l2": bias_l2,
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
             "patience": patience,
             "seed": seed,
+            "deterministic": deterministic,
+            "jit_compile": bool(model.jit_compile),
         },
     )

@@ -35,12 +35,13 @@ def predict(model, u: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def randomize(model, seed: int = 0, scale: float = 0.6) -> None:
-    """Overwrite every weight with N(0, scale²) draws so that each term of the score matters."""
+    """Overwrite every trainable weight with N(0, scale²) draws so that each term of the score matters.
+
+    Non-trainable weights (the bias penalty's inverse rating counts) are data, not parameters.
+    """
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if weights:
-            layer.set_weights([rng.normal(0.0, scale, np.shape(w)).astype(np.float32) for w in weights])
+    for w in model.trainable_weights:
+        w.assign(rng.normal(0.0, scale, tuple(w.shape)).astype(np.float32))
 
 
 def layer_weights(model, name: str) -> np.ndarray:
@@ -185,12 +186,16 @@ def test_numpy_integer_sizes_are_accepted():
 
 # ------------------------------------------------------------------ L2 penalty
 def reference_penalty(model, lam: float, u: np.ndarray, p: np.ndarray) -> float:
-    """λ · mean over the batch of ||u_row||² + ||p_row||² + b_u² + b_p² (global bias not penalised)."""
+    """λ · mean over the batch of ||u_row||² + ||p_row||² (biases have their own penalty, bias_l2)."""
     uf, pf = layer_weights(model, USER_EMBEDDING), layer_weights(model, PRODUCT_EMBEDDING)
     per_row = np.sum(uf[u] ** 2, axis=1) + np.sum(pf[p] ** 2, axis=1)
-    if USER_BIAS in {layer.name for layer in model.layers}:
-        per_row = per_row + layer_weights(model, USER_BIAS)[u, 0] ** 2 + layer_weights(model, PRODUCT_BIAS)[p, 0] ** 2
     return lam * float(np.mean(per_row))
+
+
+def reference_bias_penalty(model, lam: float, u, p, user_counts, product_counts) -> float:
+    """λ · mean over the batch of b_u² / n_u + b_p² / n_p."""
+    bu, bp = layer_weights(model, USER_BIAS)[:, 0], layer_weights(model, PRODUCT_BIAS)[:, 0]
+    return lam * float(np.mean(bu[u] ** 2 / user_counts[u] + bp[p] ** 2 / product_counts[p]))
 
 
 def total_loss(model) -> float:
@@ -222,6 +227,42 @@ def test_l2_penalty_does_not_depend_on_the_batch_size():
     twice = total_loss(model)
     assert once == pytest.approx(reference_penalty(model, lam, u, p), rel=1e-5)
     assert twice == pytest.approx(once, rel=1e-6)
+
+
+def test_bias_penalty_divides_each_bias_by_its_rating_count():
+    lam = 0.4
+    user_counts = np.arange(1, N_USERS + 1, dtype=float)  # user i has i + 1 training ratings
+    product_counts = np.full(N_PRODUCTS, 4.0)
+    model = build_model(N_USERS, N_PRODUCTS, DIM, use_bias=True, l2=0.0, bias_l2=lam,
+                        user_counts=user_counts, product_counts=product_counts, seed=0)
+    randomize(model, seed=3)
+    u = np.array([0, 5, 5, 2], np.int32)
+    p = np.array([1, 1, 3, 0], np.int32)
+    model([u, p])
+    expected = reference_bias_penalty(model, lam, u, p, user_counts, product_counts)
+    assert expected > 0.01
+    assert total_loss(model) == pytest.approx(expected, rel=1e-5)
+    # a rare user's bias costs more than a frequent one's of the same size
+    assert 1 / user_counts[0] > 1 / user_counts[5]
+
+
+def test_bias_penalty_survives_save_and_load(tmp_path):
+    counts_u = np.arange(1, N_USERS + 1, dtype=float)
+    counts_p = np.arange(2, N_PRODUCTS + 2, dtype=float)
+    model = build_model(N_USERS, N_PRODUCTS, DIM, use_bias=True, l2=0.02, bias_l2=0.3,
+                        user_counts=counts_u, product_counts=counts_p, seed=0)
+    randomize(model, seed=4)
+    save_model(model, tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    u, p = np.array([0, 6], np.int32), np.array([4, 1], np.int32)
+    loaded([u, p])
+    expected = reference_penalty(model, 0.02, u, p) + reference_bias_penalty(model, 0.3, u, p, counts_u, counts_p)
+    assert total_loss(loaded) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bias_counts_of_the_wrong_shape_are_refused():
+    with pytest.raises(ParameterError, match="user_counts"):
+        build_model(N_USERS, N_PRODUCTS, DIM, bias_l2=0.1, user_counts=np.ones(N_USERS + 1))
 
 
 def test_no_penalty_without_l2():
