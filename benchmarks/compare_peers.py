@@ -85,7 +85,8 @@ def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
 
     t = time.perf_counter()
     result = train_model(train, valid, nu, npr, embedding_dim=cfg.embedding_dim, use_bias=cfg.use_bias, l2=cfg.l2,
-                         epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                         bias_l2=cfg.bias_l2, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                         learning_rate=cfg.learning_rate,
                          patience=cfg.patience, seed=seed, verbose=0)
     main = FactorModel.from_keras(result.model)
     seconds[main.name] = time.perf_counter() - t
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RunConfig()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores; python {sys.version.split()[0]}; "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"our defaults: dim {cfg.embedding_dim}, l2 {cfg.l2}, batch {cfg.batch_size}, lr {cfg.learning_rate}")
+    print(f"our defaults: dim {cfg.embedding_dim}, l2 {cfg.l2}, bias_l2 {cfg.bias_l2}, batch {cfg.batch_size}, "
+          f"lr {cfg.learning_rate}")
     results = []
     for name in args.datasets:
         if DATASETS[name][0] is not None and not DATASETS[name][0].exists():
