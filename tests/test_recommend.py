@@ -14,6 +14,7 @@ from recsys_utils.encoding import Encoders, IdEncoder
 from recsys_utils.errors import ParameterError, UnknownIDError
 from recsys_utils.recommend import (
     FactorModel,
+    default_block_size,
     popular_products,
     recommend_all,
     recommend_for_user,
@@ -201,6 +202,44 @@ def test_top_n_hand_example():
     assert idx.tolist() == [[1, 2, 5, 4, 0]] and vals.tolist() == [[2.0, 2.0, 2.0, 1.0, 0.5]]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("stride", [None, 1, 2, 7, 40])
+@pytest.mark.parametrize("n", [1, 3, 10])
+def test_top_n_with_a_sampled_threshold_equals_a_full_sort(dtype, stride, n):
+    # Wide rows so that the sampled threshold matters; small integers so that ties straddle
+    # the cut everywhere; rows that are one tie, all -inf, or -inf but for a few entries
+    # (those go the argpartition way).
+    rng = np.random.default_rng(100 + n)
+    scores = rng.integers(-20, 20, (40, 600)).astype(np.float64)
+    scores[rng.random(scores.shape) < 0.1] = -np.inf
+    scores[0] = 1.0
+    scores[1] = -np.inf
+    scores[2, :] = -np.inf
+    scores[2, [5, 599]] = 3.0
+    if dtype is np.int64:
+        scores[~np.isfinite(scores)] = -1000
+    scores = scores.astype(dtype)
+    idx, vals = top_n(scores, n, sample_stride=stride)
+    ref_idx, ref_vals = reference_top_n(scores, n)
+    assert idx.dtype == np.int64 and vals.dtype == scores.dtype
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(vals, ref_vals)
+
+
+def test_top_n_treats_signed_zeros_as_one_tie():
+    scores = np.zeros((2, 300), dtype=np.float32)
+    scores[:, ::2] = -0.0
+    scores[1, 250:] = np.float32(-1e-30)
+    for stride in (1, 4, 17):
+        idx, vals = top_n(scores, 5, sample_stride=stride)
+        assert idx.tolist() == [[0, 1, 2, 3, 4]] * 2 and (vals == 0).all()
+
+
+def test_top_n_refuses_a_bad_sample_stride():
+    with pytest.raises(ParameterError, match="sample_stride"):
+        top_n(np.zeros((2, 30)), 3, sample_stride=0)
+
+
 # ------------------------------------------------------------------ recommend
 def test_seen_matrix_marks_exactly_the_rated_pairs(pairs, seen):
     assert seen.shape == (N_USERS, N_PRODUCTS)
@@ -282,6 +321,65 @@ def test_recommend_does_not_depend_on_the_block_size(seen):
     for row, u in enumerate(users):
         idx, stars = fm.recommend(np.array([u]), 6, seen=seen)
         np.testing.assert_array_equal(idx[0], ref_idx[row])
+
+
+def integer_model_and_seen(n_users: int = 150, n_products: int = 3_000, seed: int = 20):
+    """A wide catalog with small-integer factors and biases: float32 scores are exact, ties abound."""
+    rng = np.random.default_rng(seed)
+    fm = FactorModel(
+        user_factors=rng.integers(-2, 3, (n_users, 4)),
+        product_factors=rng.integers(-2, 3, (n_products, 4)),
+        user_bias=rng.integers(-3, 4, n_users),
+        product_bias=rng.integers(-3, 4, n_products),
+        global_bias=1.0,
+        link="identity",
+        predicts_ratings=False,
+    )
+    rated = rng.random((n_users, n_products)) < 0.05
+    rated[3] = True  # rated everything
+    rated[4, 10:] = True  # all but ten products
+    u, p = np.nonzero(rated)
+    return fm, seen_matrix(u, p, n_users, n_products), rated
+
+
+def test_recommend_on_a_wide_catalog_equals_a_full_sort_for_any_blocks_and_threads():
+    fm, seen, rated = integer_model_and_seen()
+    dense = (
+        fm.user_factors.astype(np.float64) @ fm.product_factors.T.astype(np.float64)
+        + fm.user_bias[:, None] + fm.product_bias[None, :] + fm.global_bias
+    )
+    dense[rated] = -np.inf
+    users = np.r_[np.arange(fm.n_users), 4, 3, 0]  # every user, then some again
+    ref_idx, ref_vals = reference_top_n(dense[users], 12)
+    ref_idx[~np.isfinite(ref_vals)] = -1
+    for block_size, threads in [(None, None), (None, 1), (1000, 1), (7, 1), (7, 3), (16, 2), (1, 4)]:
+        idx, scores = fm.recommend(users, 12, seen=seen, block_size=block_size, threads=threads)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(scores[idx >= 0], ref_vals[idx >= 0])
+    assert (idx[users == 3] == -1).all() and (idx[users == 4][0, 10:] == -1).all()
+
+
+def test_recommend_all_is_the_same_table_with_one_thread_or_several(encoders, seen):
+    fm = random_model(seed=21)
+    one = recommend_all(fm, encoders, seen, 7, block_size=2, threads=1, progress=False)
+    for threads in (2, 5):
+        pd.testing.assert_frame_equal(recommend_all(fm, encoders, seen, 7, block_size=2, threads=threads,
+                                                    progress=False), one)
+
+
+def test_default_block_size_bounds_the_memory_of_a_block():
+    for n_products in (1, 40, 20_000, 476_000, 10**8):
+        rows = default_block_size(n_products)
+        assert rows >= 16
+        assert rows * n_products * 4 <= 16 * 2**20 or rows == 16
+    assert default_block_size(20_000) > default_block_size(476_000)
+
+
+@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"block_size": 0}, {"threads": 1.5}])
+def test_recommend_refuses_bad_threads_and_block_sizes(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ParameterError, match=name):
+        random_model().recommend(np.arange(3), 2, **kwargs)
 
 
 def test_recommend_without_a_seen_matrix_ranks_every_product(pairs):
