@@ -166,6 +166,7 @@ def test_a_broken_parameter_fails_the_run_with_a_rendered_error(tmp_path, small_
     run_dir = tmp_path / "broken"
     html = (run_dir / "01_eda.html").read_text()
     assert "RatingsFileError" in html and "customer" in html and "user_id" in html  # names the columns found
+    assert "An Exception was encountered at" in html  # papermill's error banner, rendered
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert [n["status"] for n in manifest["notebooks"]] == ["failed", "skipped", "skipped", "skipped", "skipped"]
