@@ -846,13 +846,17 @@ def recommend_all(
     block_size: int | None = None,
     threads: int | None = None,
     progress: bool = True,
+    method: str = "exact",
+    ann_params: dict | None = None,
 ) -> pd.DataFrame | Path:
     """Top-``n`` recommendations for every user in the vocabulary.
 
     With ``path``, blocks are streamed to a Parquet file (written atomically) and the path
     is returned, so memory stays bounded by a few blocks; otherwise a DataFrame with columns
     user_id, rank, product_id, predicted_rating is returned. ``block_size`` and ``threads``
-    are as in :meth:`FactorModel.recommend` and change only the speed.
+    are as in :meth:`FactorModel.recommend` and change only the speed; ``method="ann"``
+    (with ``ann_params``) uses the approximate index for catalogs where exact scoring of
+    every user is too slow.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -874,6 +878,19 @@ def recommend_all(
         ]
     )
 
+    if method not in ("exact", "ann"):
+        raise ParameterError(f"method={method!r}: expected 'exact' or 'ann'")
+
+    def _results(all_users: np.ndarray):
+        if method == "exact":
+            yield from model._recommend_blocks(all_users, n, seen, block_size, threads)
+            return
+        step = max(block_size, 65536)  # the index batches its own searches
+        for start in range(0, len(all_users), step):
+            users = all_users[start : start + step]
+            idx, stars = model.recommend(users, n, seen=seen, threads=threads, method="ann", ann_params=ann_params)
+            yield start, idx, stars
+
     def blocks():
         all_users = np.arange(n_users)
         with tqdm(
@@ -885,7 +902,7 @@ def recommend_all(
             mininterval=1.0,
             file=sys.stdout,  # plain text in notebooks and reports, not a red stderr block
         ) as bar:
-            for start, idx, stars in model._recommend_blocks(all_users, n, seen, block_size, threads):
+            for start, idx, stars in _results(all_users):
                 users = all_users[start : start + len(idx)]
                 valid = idx >= 0
                 rows_u = np.repeat(users, valid.sum(axis=1))

@@ -161,3 +161,18 @@ def test_clear_error_without_faiss(fm, monkeypatch):
         fm.recommend(np.array([0]), 3, method="ann", ann_params={"kind": "flat", "seed": 99})
     with pytest.raises(ImportError, match=r"\.\[ann\]"):
         AnnIndex(fm)
+
+
+def test_recommend_all_with_a_full_recall_index_equals_exact(fm, seen):
+    import pandas.testing as pdt
+
+    from recsys_utils.encoding import Encoders, IdEncoder
+    from recsys_utils.recommend import recommend_all
+
+    enc = Encoders(IdEncoder.from_ids([f"U{i}" for i in range(fm.n_users)], "user"),
+                   IdEncoder.from_ids([f"P{i}" for i in range(fm.n_products)], "product"))
+    exact = recommend_all(fm, enc, seen, 5, progress=False)
+    approx = recommend_all(fm, enc, seen, 5, progress=False, method="ann", ann_params={"kind": "flat"})
+    pdt.assert_frame_equal(approx, exact)
+    with pytest.raises(ParameterError, match="method"):
+        recommend_all(fm, enc, seen, 5, progress=False, method="fast")
