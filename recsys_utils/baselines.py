@@ -22,18 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from recsys_utils.errors import ParameterError, RecsysError
+from recsys_utils.errors import ParameterError, RecsysError, positive_int
 from recsys_utils.recommend import FactorModel
 
 __all__ = ["GlobalMean", "BiasBaseline", "Popularity", "RandomRanker", "fit_baselines"]
 
 log = logging.getLogger(__name__)
-
-
-def _check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ParameterError(f"{name}={value!r}: expected a positive integer")
-    return int(value)
 
 
 def _check_indices(idx: Any, n: int, name: str) -> np.ndarray:
@@ -56,8 +50,8 @@ def _check_training(
     user_idx: Any, product_idx: Any, ratings: Any, n_users: Any, n_products: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Validated training arrays: int64 indices in range, finite float64 ratings."""
-    n_users = _check_count(n_users, "n_users")
-    n_products = _check_count(n_products, "n_products")
+    n_users = positive_int("n_users", n_users)
+    n_products = positive_int("n_products", n_products)
     u = _check_indices(user_idx, n_users, "user_idx")
     p = _check_indices(product_idx, n_products, "product_idx")
     r = np.asarray(ratings, dtype=np.float64).ravel()
@@ -206,7 +200,7 @@ class BiasBaseline(_Baseline):
                 raise ParameterError(f"{pname}={value!r}: expected a finite number >= 0")
         self.reg_user = float(reg_user)
         self.reg_product = float(reg_product)
-        self.n_iter = _check_count(n_iter, "n_iter")
+        self.n_iter = positive_int("n_iter", n_iter)
 
     def fit(self, user_idx: Any, product_idx: Any, ratings: Any, n_users: int, n_products: int) -> "BiasBaseline":
         """Fit on encoded training rows (see :meth:`GlobalMean.fit` for the parameters).
@@ -297,7 +291,7 @@ class RandomRanker(_Baseline):
     predicts_ratings = False
 
     def __init__(self, dim: int = 32, seed: int = 0) -> None:
-        self.dim = _check_count(dim, "dim")
+        self.dim = positive_int("dim", dim)
         self.seed = int(seed)
 
     def fit(self, user_idx: Any, product_idx: Any, ratings: Any, n_users: int, n_products: int) -> "RandomRanker":

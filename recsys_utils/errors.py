@@ -6,7 +6,10 @@ what was found, and what was expected.
 
 from __future__ import annotations
 
-__all__ = ["RecsysError", "RatingsFileError", "UnknownIDError", "ParameterError", "RunError"]
+import numbers
+from typing import Any
+
+__all__ = ["RecsysError", "RatingsFileError", "UnknownIDError", "ParameterError", "RunError", "positive_int"]
 
 
 class RecsysError(Exception):
@@ -30,3 +33,16 @@ class ParameterError(RecsysError, ValueError):
 
 class RunError(RecsysError, RuntimeError):
     """A pipeline run or a run directory is incomplete or inconsistent."""
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is a positive integer (NumPy integers too, bools not).
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter and the value found.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(f"{name}={value!r}: expected a positive integer")
+    return int(value)

@@ -48,7 +48,7 @@ import pandas as pd
 from scipy import sparse
 
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_USER_COL
-from recsys_utils.errors import ParameterError, UnknownIDError
+from recsys_utils.errors import ParameterError, UnknownIDError, positive_int
 from recsys_utils.recommend import FactorModel, top_n
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -279,12 +279,6 @@ def _product_index(run: _RunLike, product_id: str, stats: _Stats, *, need_rating
     return p
 
 
-def _check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ParameterError(f"{name}={value!r}: expected a positive integer")
-    return int(value)
-
-
 # --------------------------------------------------------------------------- neighbours
 def _nearest(
     unit: np.ndarray,
@@ -347,8 +341,8 @@ def similar_products(run: _RunLike, product_id: str, n: int = 10, *, min_ratings
         If ``product_id`` is not in the vocabulary, or is in it but has no training
         rating (its embedding was never trained).
     """
-    n = _check_positive("n", n)
-    min_ratings = _check_positive("min_ratings", min_ratings)
+    n = positive_int("n", n)
+    min_ratings = positive_int("min_ratings", min_ratings)
     stats = _stats(run)
     p = _product_index(run, product_id, stats, need_ratings=True)
     idx, sim = _nearest(stats.product_unit, np.array([p]), n, stats.product_n >= min_ratings)
@@ -426,7 +420,7 @@ def explain(run: _RunLike, user_id: str, product_id: str, n: int = 3) -> Explana
     product with no training rating can still be explained (its score is what the
     model would predict), and the text says its embedding is untrained.
     """
-    n = _check_positive("n", n)
+    n = positive_int("n", n)
     model, enc, _ = _parts(run)
     stats = _stats(run)
     u = enc.users.index_of(user_id)
@@ -537,7 +531,7 @@ def embedding_map(
         raise ParameterError(f"kind={kind!r}: expected one of {', '.join(_KINDS)}")
     if color_by not in _COLOR_BY:
         raise ParameterError(f"color_by={color_by!r}: expected one of {', '.join(_COLOR_BY)}")
-    max_points = _check_positive("max_points", max_points)
+    max_points = positive_int("max_points", max_points)
     model, enc, _ = _parts(run)
     stats = _stats(run)
     if kind == "product":
@@ -652,8 +646,8 @@ def group_agreement(
     block_size : int, default 1024
         Query products scored at once (memory is ``block_size × n_products`` floats).
     """
-    n = _check_positive("n", n)
-    min_ratings = _check_positive("min_ratings", min_ratings)
+    n = positive_int("n", n)
+    min_ratings = positive_int("min_ratings", min_ratings)
     stats = _stats(run)
     g = _group_of_index(run, groups)
     candidates = (stats.product_n >= min_ratings) & (g >= 0)
@@ -663,7 +657,7 @@ def group_agreement(
             f"{len(queries)} products have a planted group and >= {min_ratings} training ratings: "
             f"expected more than n={n}; lower min_ratings"
         )
-    idx, _ = _nearest(stats.product_unit, queries, n, candidates, block_size=_check_positive("block_size", block_size))
+    idx, _ = _nearest(stats.product_unit, queries, n, candidates, block_size=positive_int("block_size", block_size))
     agreement = float((g[idx] == g[queries][:, None]).mean())
     counts = np.bincount(g[queries]).astype(np.float64)
     total = float(len(queries))
@@ -706,10 +700,10 @@ def explanation_group_agreement(
     seed : int, default 0
         Seed of the user sample.
     """
-    n_users = _check_positive("n_users", n_users)
-    top_n = _check_positive("top_n", top_n)
-    n = _check_positive("n", n)
-    min_ratings = _check_positive("min_ratings", min_ratings)
+    n_users = positive_int("n_users", n_users)
+    top_n = positive_int("top_n", top_n)
+    n = positive_int("n", n)
+    min_ratings = positive_int("min_ratings", min_ratings)
     model, _, _ = _parts(run)
     stats = _stats(run)
     g = _group_of_index(run, groups)
@@ -806,7 +800,7 @@ def recommendation_panel(run: _RunLike, user_ids: Sequence[str], top_n: int = 10
     user_ids = [str(u) for u in user_ids]
     if not user_ids:
         raise ParameterError("user_ids: found an empty list, expected at least one user for the dropdown")
-    top_n = _check_positive("top_n", top_n)
+    top_n = positive_int("top_n", top_n)
     dropdown = widgets.Dropdown(options=user_ids, value=user_ids[0], description="user")
     text = widgets.Text(value="", placeholder="or type a user ID + Enter", description="user ID",
                         continuous_update=False)  # value changes on Enter or leaving the box

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_utils.constants import DEFAULT_K, DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_USER_COL
-from recsys_utils.errors import ParameterError
+from recsys_utils.errors import ParameterError, positive_int
 
 __all__ = [
     "rmse",
@@ -156,12 +156,6 @@ def _require_columns(df: pd.DataFrame, what: str, columns: Sequence[str]) -> Non
         )
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ParameterError(f"k={k!r}: expected a positive integer")
-    return int(k)
-
-
 def ranking_metrics(
     recommendations: pd.DataFrame,
     test: pd.DataFrame,
@@ -210,7 +204,7 @@ def ranking_metrics(
     ParameterError
         For a missing column, a non-positive ``k``, or ranks that are not integers >= 1.
     """
-    k = _check_k(k)
+    k = positive_int("k", k)
     _require_columns(recommendations, "recommendations", [col_user, col_product, col_rank])
     _require_columns(test, "test", [col_user, col_product, col_rating])
 
@@ -496,7 +490,7 @@ def compare_ranking_models(
     from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
     from recsys_utils.recommend import seen_matrix
 
-    _check_k(k)
+    positive_int("k", k)
     some = next(iter(models.values()))
     n_users, n_products = some.n_users, some.n_products
     seen = seen_matrix(train[USER_INDEX_COL].to_numpy(), train[PRODUCT_INDEX_COL].to_numpy(), n_users, n_products)

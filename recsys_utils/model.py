@@ -21,12 +21,13 @@ import contextlib
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recsys_utils.constants import RATING_MAX, RATING_MIN
-from recsys_utils.errors import ParameterError
+from recsys_utils.errors import ParameterError, positive_int
 
 __all__ = [
     "rating_to_unit",
@@ -232,10 +233,9 @@ def build_model(
         Inputs ``user`` and ``product`` (int32 indices), output shape ``(batch, 1)``
         in [0, 1].
     """
-    for label, value in (("n_users", n_users), ("n_products", n_products), ("embedding_dim", embedding_dim)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ParameterError(f"{label}={value!r}: expected a positive integer")
-    n_users, n_products, embedding_dim = int(n_users), int(n_products), int(embedding_dim)  # Keras refuses NumPy ints
+    # int(): Keras refuses NumPy integers
+    n_users, n_products = positive_int("n_users", n_users), positive_int("n_products", n_products)
+    embedding_dim = positive_int("embedding_dim", embedding_dim)
     for label, value in (("l2", l2), ("bias_l2", bias_l2)):
         if not value >= 0:  # also refuses NaN
             raise ParameterError(f"{label}={value!r}: expected a non-negative number")
@@ -274,10 +274,8 @@ def build_model(
     return keras.Model([user, product], out, name=name or ("mf_bias" if use_bias else "mf_dot"))
 
 
-def save_model(model, path) -> "Path":
+def save_model(model, path) -> Path:
     """Save ``model`` to ``path`` (a ``.keras`` file) atomically."""
-    from pathlib import Path
-
     from recsys_utils.artifacts import atomic_path
 
     path = Path(path)

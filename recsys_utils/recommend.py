@@ -40,7 +40,7 @@ from recsys_utils.constants import (
     RATING_MAX,
     RATING_MIN,
 )
-from recsys_utils.errors import ParameterError, UnknownIDError
+from recsys_utils.errors import ParameterError, UnknownIDError, positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from recsys_utils.encoding import Encoders
@@ -246,7 +246,7 @@ class FactorModel:
         if ann_params is not None:
             raise ParameterError("ann_params is only used with method='ann'")
         user_idx = self._check_idx(np.atleast_1d(user_idx), self.n_users, "user")
-        n = _check_n(n)
+        n = positive_int("top_n", n)
         out_idx = np.full((len(user_idx), n), -1, dtype=np.int64)
         out_stars = np.full((len(user_idx), n), np.nan, dtype=np.float64)
         for start, idx, stars in self._recommend_blocks(user_idx, n, seen, block_size, threads):
@@ -267,8 +267,8 @@ class FactorModel:
         Blocks run on a small thread pool; at most ``2 × threads`` blocks are queued, so
         memory stays bounded by a few blocks however slowly the caller consumes them.
         """
-        block_size = default_block_size(self.n_products) if block_size is None else _check_positive(
-            block_size, "block_size"
+        block_size = (
+            default_block_size(self.n_products) if block_size is None else positive_int("block_size", block_size)
         )
         k = min(n, self.n_products)
         self._product_matrix()  # built once, before any worker needs it
@@ -457,7 +457,7 @@ class AnnIndex:
             raise ParameterError(f"kind={kind!r}: expected one of {_ANN_KINDS}")
         self.model = model
         self.kind = kind
-        self.max_fetch = _check_positive(max_fetch, "max_fetch")
+        self.max_fetch = positive_int("max_fetch", max_fetch)
         n_products = model.n_products
         if n_products == 0:
             raise ParameterError("the model has no products to index")
@@ -468,17 +468,17 @@ class AnnIndex:
             if kind == "flat":
                 index = faiss.IndexFlatIP(d)
             elif kind == "hnsw":
-                index = faiss.IndexHNSWFlat(d, _check_positive(hnsw_m, "hnsw_m"), faiss.METRIC_INNER_PRODUCT)
-                index.hnsw.efConstruction = _check_positive(ef_construction, "ef_construction")
+                index = faiss.IndexHNSWFlat(d, positive_int("hnsw_m", hnsw_m), faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = positive_int("ef_construction", ef_construction)
             else:
                 if nlist is None:
                     nlist = max(1, min(int(4 * math.sqrt(n_products)), n_products // 39))
-                nlist = min(_check_positive(nlist, "nlist"), n_products)
+                nlist = min(positive_int("nlist", nlist), n_products)
                 self.nlist = nlist
                 quantizer = faiss.IndexFlatIP(d)
                 index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
                 index.cp.seed = int(seed)
-                m = min(n_products, 64 * nlist if train_size is None else _check_positive(train_size, "train_size"))
+                m = min(n_products, 64 * nlist if train_size is None else positive_int("train_size", train_size))
                 m = max(m, nlist)
                 rows = np.random.default_rng(seed).choice(n_products, size=m, replace=False) if m < n_products else None
                 index.train(items if rows is None else items[np.sort(rows)])
@@ -495,7 +495,7 @@ class AnnIndex:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self._nprobe = _check_positive(value, "nprobe")
+        self._nprobe = positive_int("nprobe", value)
         if self.kind == "ivf":
             self.index.nprobe = min(self._nprobe, self.nlist)
 
@@ -505,7 +505,7 @@ class AnnIndex:
 
     @ef_search.setter
     def ef_search(self, value: int) -> None:
-        self._ef_search = _check_positive(value, "ef_search")
+        self._ef_search = positive_int("ef_search", value)
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = self._ef_search
 
@@ -529,8 +529,8 @@ class AnnIndex:
         """Approximate top-``n`` per user: ``(product_idx, stars)``, shaped as :meth:`FactorModel.recommend`."""
         fm = self.model
         user_idx = fm._check_idx(np.atleast_1d(user_idx), fm.n_users, "user")
-        n = _check_n(n)
-        block_size = _check_positive(block_size, "block_size")
+        n = positive_int("top_n", n)
+        block_size = positive_int("block_size", block_size)
         n_products = fm.n_products
         k = min(n, n_products)
         out_idx = np.full((len(user_idx), n), -1, dtype=np.int64)
@@ -610,16 +610,6 @@ def recall_at_n(approx_idx: np.ndarray, exact_idx: np.ndarray) -> float:
     return float(per_user.mean())
 
 
-def _check_positive(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ParameterError(f"{name}={value!r}: expected a positive integer")
-    return int(value)
-
-
-def _check_n(n: int) -> int:
-    return _check_positive(n, "top_n")
-
-
 #: Upper bound on the default number of threads (each holds one block of scores).
 _MAX_THREADS = 8
 #: Bytes of float32 scores one block holds by default (2048 users × 20k products ≈ 160 MiB
@@ -634,7 +624,7 @@ def _check_threads(threads: int | None) -> int:
         except AttributeError:  # pragma: no cover - not on Linux
             cpus = os.cpu_count() or 1
         return max(1, min(cpus, _MAX_THREADS))
-    return _check_positive(threads, "threads")
+    return positive_int("threads", threads)
 
 
 def _blas_single_threaded():
@@ -716,7 +706,7 @@ def top_n(scores: np.ndarray, n: int, *, sample_stride: int | None = None) -> tu
         vals = np.take_along_axis(scores, part, axis=1)
         order = _row_order(vals, part)
         return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
-    stride = _sample_stride(n_cols, n) if sample_stride is None else _check_positive(sample_stride, "sample_stride")
+    stride = _sample_stride(n_cols, n) if sample_stride is None else positive_int("sample_stride", sample_stride)
     if -(-n_cols // stride) < n:  # the sample must hold at least n columns
         stride = 1
     sample = scores[:, ::stride]
@@ -801,7 +791,7 @@ def _row_order(vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def popular_products(train: pd.DataFrame, n: int = 10, *, col_product: str = DEFAULT_PRODUCT_COL) -> pd.DataFrame:
     """The ``n`` most-rated products of ``train``: columns product_id, n_ratings, mean_rating."""
-    n = _check_n(n)
+    n = positive_int("top_n", n)
     from recsys_utils.constants import DEFAULT_RATING_COL
 
     g = train.groupby(col_product, observed=True, sort=False)[DEFAULT_RATING_COL].agg(["size", "mean"])
@@ -864,11 +854,9 @@ def recommend_all(
 
     from recsys_utils.artifacts import atomic_path
 
-    n = _check_n(n)
+    n = positive_int("top_n", n)
     n_users = model.n_users
-    block_size = default_block_size(model.n_products) if block_size is None else _check_positive(
-        block_size, "block_size"
-    )
+    block_size = default_block_size(model.n_products) if block_size is None else positive_int("block_size", block_size)
     schema = pa.schema(
         [
             (DEFAULT_USER_COL, pa.string()),

@@ -61,6 +61,7 @@ def parse_grid(values: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, lis
     types = {f: type(v) for f, v in RunConfig().to_dict().items()}
     fixed: dict[str, Any] = {}
     grid: dict[str, list[Any]] = {}
+    allowed: set[str] | None = None  # read from the notebooks once, when first needed
     for name, text in values.items():
         if name not in types:
             raise ParameterError(f"unknown parameter {name}; valid parameters are: {', '.join(sorted(types))}")
@@ -68,7 +69,7 @@ def parse_grid(values: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, lis
         if len(parts) == 1:
             fixed[name] = parts[0]
             continue
-        allowed = _sweepable()
+        allowed = _sweepable() if allowed is None else allowed
         if name not in allowed:
             raise ParameterError(
                 f"parameter {name} cannot be swept: every grid point shares one split, so only "
