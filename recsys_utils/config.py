@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from recsys_utils.constants import ENGINES
 from recsys_utils.errors import ParameterError
 
 __all__ = ["RunConfig", "SPLITS", "DUPLICATE_POLICIES", "coerce_value"]
@@ -60,6 +61,7 @@ class RunConfig:
     batch_size: int = _p(4096, "ratings per gradient step")
     learning_rate: float = _p(0.02, "Adam learning rate")
     patience: int = _p(3, "epochs without validation improvement before stopping")
+    engine: str = _p("fast", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
     # 04_evaluation
     relevance_threshold: float = _p(4.0, "a held-out rating at or above this counts as relevant for ranking metrics")
     k: int = _p(10, "cut-off K of the ranking metrics")
@@ -99,6 +101,7 @@ class RunConfig:
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.learning_rate > 0, "learning_rate", "a positive number")
         need(self.patience >= 0, "patience", "an integer >= 0")
+        need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(self.k >= 1, "k", "an integer >= 1")
         need(self.top_n >= 1, "top_n", "an integer >= 1")
         need(

@@ -18,6 +18,7 @@ import pandas as pd
 
 from recsys_utils.constants import (
     DEFAULT_RATING_COL,
+    ENGINES,
     PRODUCT_INDEX_COL,
     RATING_MAX,
     RATING_MIN,
@@ -26,7 +27,7 @@ from recsys_utils.constants import (
 from recsys_utils.errors import ParameterError
 from recsys_utils.model import build_model, import_keras, rating_to_unit
 
-__all__ = ["set_seeds", "TrainResult", "train_model"]
+__all__ = ["set_seeds", "TrainResult", "train_model", "epoch_batches", "ENGINES"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def train_model(
     seed: int = 42,
     rating_min: float = RATING_MIN,
     rating_max: float = RATING_MAX,
+    engine: str = "fast",
     jit_compile: bool | None = None,
     deterministic: bool = True,
     verbose: int = 2,
@@ -125,14 +127,23 @@ def train_model(
     patience : int
         Epochs without a better validation RMSE before stopping; the weights of the
         best epoch are restored. ``0`` disables early stopping.
+    engine : {"fast", "keras"}
+        ``"fast"`` (default): whole epochs in one XLA-compiled loop with row-sparse
+        ("lazy") Adam, see :class:`_FastFit`. ``"keras"``: the textbook path,
+        ``model.fit`` with Keras's dense Adam; several times slower, kept as the reference
+        the benchmarks and tests compare against. Both minimise the same loss of the same
+        Keras model, reshuffle every epoch and stop on the same rule.
     jit_compile : bool, optional
-        Compile the train step with XLA. Default: on exactly when ``deterministic`` is off,
-        since Keras turns XLA off whenever TensorFlow's op determinism is on.
+        Compile with XLA. Default: on for ``"fast"``; for ``"keras"`` on exactly when
+        ``deterministic`` is off, since Keras turns XLA off whenever TensorFlow's op
+        determinism is on.
     deterministic : bool
-        Turn on TensorFlow's op determinism, which guarantees identical weights for the
-        same seed, data and machine, and rules out XLA.
+        Turn on TensorFlow's op determinism: the same seed, data and machine give identical
+        weights. The fast engine is deterministic either way (its shuffling is NumPy's,
+        its updates are ordered); the switch matters for ``"keras"``.
     verbose : int
-        Keras verbosity (2 = one line per epoch, good for notebooks; 0 = silent).
+        One line per epoch when positive (Keras's progress bar for ``"keras"`` at 1);
+        0 = silent.
 
     Returns
     -------
@@ -143,10 +154,12 @@ def train_model(
         raise ParameterError(
             f"batch_size={batch_size}, epochs={epochs}, learning_rate={learning_rate}: expected positive values"
         )
+    if engine not in ENGINES:
+        raise ParameterError(f"engine={engine!r}: expected one of {', '.join(map(repr, ENGINES))}")
     keras = import_keras()
     set_seeds(seed, deterministic=deterministic)
     if jit_compile is None:
-        jit_compile = not deterministic
+        jit_compile = engine == "fast" or not deterministic
     x, y = _arrays(train, rating_min, rating_max)
     scale = rating_max - rating_min
     model = build_model(
@@ -161,38 +174,20 @@ def train_model(
         initial_mean=float(y.mean()),
         seed=seed,
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="mse",
-        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
-        jit_compile=bool(jit_compile),
-    )
     validation_data = None
     if valid is not None and len(valid):
         known = (valid[USER_INDEX_COL] >= 0) & (valid[PRODUCT_INDEX_COL] >= 0)
         if known.any():
             validation_data = _arrays(valid.loc[known], rating_min, rating_max)
-    callbacks = []
     monitor = "val_rmse" if validation_data is not None else "rmse"
-    if patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, mode="min", patience=patience, restore_best_weights=True, verbose=0
-            )
-        )
+    fit = _fit_fast if engine == "fast" else _fit_keras
     start = time.perf_counter()
-    hist = model.fit(
-        x,
-        y,
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        validation_data=validation_data,
-        callbacks=callbacks,
-        verbose=verbose,
+    h, compiled = fit(
+        model, x, y, validation_data,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+        monitor=monitor, seed=seed, jit_compile=bool(jit_compile), verbose=verbose, keras=keras, scale=scale,
     )
     seconds = time.perf_counter() - start
-    h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     # RMSE in stars, which is what a reader compares
     for key in ("rmse", "val_rmse"):
         if key in h:
@@ -201,11 +196,6 @@ def train_model(
     best_epoch = int(np.argmin(curve)) + 1
     n_epochs = len(curve)
     stopped_early = n_epochs < epochs
-    if patience > 0 and not stopped_early and best_epoch != n_epochs:
-        # Keras before 3.x restored the best weights only when it stopped early; make sure.
-        es = callbacks[0]
-        if getattr(es, "best_weights", None) is not None:
-            model.set_weights(es.best_weights)
     rate = len(y) * n_epochs / seconds if seconds > 0 else float("nan")
     log.info(
         "trained %d epochs in %.1f s (%.0f ratings/s); best epoch %d, %s %.4f",
@@ -228,7 +218,242 @@ def train_model(
             "learning_rate": learning_rate,
             "patience": patience,
             "seed": seed,
+            "engine": engine,
             "deterministic": deterministic,
-            "jit_compile": bool(model.jit_compile),
+            "jit_compile": compiled,
         },
     )
+
+
+def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
+               jit_compile, verbose, keras, scale) -> tuple[dict[str, list[float]], bool]:
+    """``model.fit`` with Keras's Adam and its EarlyStopping; history on the [0, 1] scale."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="mse",
+        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
+        jit_compile=jit_compile,
+    )
+    callbacks = []
+    if patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode="min", patience=patience, restore_best_weights=True, verbose=0
+            )
+        )
+    hist = model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, shuffle=True, validation_data=validation_data,
+        callbacks=callbacks, verbose=verbose,
+    )
+    h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    curve = h[monitor]
+    best = int(np.argmin(curve)) + 1
+    if patience > 0 and len(curve) == epochs and best != len(curve):
+        # Keras before 3.x restored the best weights only when it stopped early; make sure.
+        es = callbacks[0]
+        if getattr(es, "best_weights", None) is not None:
+            model.set_weights(es.best_weights)
+    return h, bool(model.jit_compile)
+
+
+def _fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
+              jit_compile, verbose, keras, scale) -> tuple[dict[str, list[float]], bool]:
+    """The compiled loop of :class:`_FastFit`, with Keras's early-stopping rule; history on the [0, 1] scale."""
+    fit = _FastFit(model, learning_rate, jit_compile)
+    u, p = x
+    y = y.reshape(-1)
+    valid = None if validation_data is None else _FastFit.chunked(*validation_data[0], validation_data[1].reshape(-1))
+    rng = np.random.default_rng(seed)
+    h: dict[str, list[float]] = {"loss": [], "rmse": []}
+    if valid is not None:
+        h["val_rmse"] = []
+    best, wait = np.inf, 0
+    for epoch in range(1, epochs + 1):
+        t = time.perf_counter()
+        mse, loss = fit.epoch(u, p, y, batch_size, rng)
+        h["loss"].append(loss)
+        h["rmse"].append(float(np.sqrt(mse)))
+        if valid is not None:
+            h["val_rmse"].append(float(np.sqrt(fit.mse(valid))))
+        seconds = time.perf_counter() - t
+        if verbose:
+            shown = " - ".join(f"{k}: {v[-1] * (1 if k == 'loss' else scale):.4f}" for k, v in h.items())
+            print(f"Epoch {epoch}/{epochs} - {seconds:.1f}s - {len(y) / seconds:,.0f} ratings/s - {shown}", flush=True)
+        current = h[monitor][-1]
+        if patience <= 0:
+            continue
+        if current < best:
+            best, wait = current, 0
+            fit.save_best()
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    if patience > 0 and fit.best is not None and int(np.argmin(h[monitor])) + 1 != len(h[monitor]):
+        fit.restore_best()
+    return h, jit_compile
+
+
+# ------------------------------------------------------------------ the fast engine
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Row positions for one epoch, shuffled, as a ``(batches, size)`` array.
+
+    The ``n`` rows are cut into ``ceil(n / batch_size)`` batches of one size (at most
+    ``batch_size``), so a compiled step sees one shape; to fill the last batch, the first
+    ``batches * size - n`` positions of the epoch's order (fewer than there are batches)
+    are used twice. Every row is seen at least once per epoch.
+    """
+    n_batches = -(-n // batch_size)
+    size = -(-n // n_batches)
+    order = rng.permutation(n)
+    return np.concatenate([order, order[: n_batches * size - n]]).reshape(n_batches, size)
+
+
+class _FastFit:
+    """A compiled training loop: whole epochs in one XLA call, lazy (row-sparse) Adam.
+
+    Keras's ``model.fit`` pays Python and dispatch overhead on every step, and its Adam
+    updates every row of the embedding tables (and both moment tables) on every step,
+    although a batch touches a few thousand rows. Here one ``tf.function`` compiled with
+    XLA loops over all the epoch's batches; each step calls the Keras model itself (so
+    its forward pass and its L2 terms are the model's own) and applies Adam only to the
+    rows the batch looked up ("lazy" Adam, as in PyTorch's ``SparseAdam``): the moments
+    of those rows are updated and the rows moved, by exactly Keras's Adam formulas. Rows
+    a batch does not touch keep their moments and do not move, where Keras's Adam keeps
+    moving them on their decaying momentum; that is the one difference, so when every
+    row is in every batch the two give the same weights (a test checks this).
+
+    Summing a row's gradients needs no sort (XLA's sort costs ~1 ms per 4096 indices on a
+    CPU, more than the whole forward and backward pass): see :meth:`_apply`.
+
+    Shapes are static (see :func:`epoch_batches`), so XLA compiles the step once per run.
+    """
+
+    BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # Keras's Adam defaults
+
+    def __init__(self, model, learning_rate: float, jit_compile: bool) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.model = model
+        self.variables = [v.value for v in model.trainable_variables]
+        # Adam's two moments side by side, one table per variable (row i: [m_i, v_i]), so a
+        # step reads and writes each touched row's moments in one gather and one scatter
+        self.moments = [
+            tf.Variable(tf.zeros(v.shape[:1] + [2] + v.shape[1:], v.dtype) if v.shape.rank else tf.zeros([2], v.dtype),
+                        trainable=False)
+            for v in self.variables
+        ]
+        # per table, the last batch position that touched each row (see _apply); -1: never
+        self.owners = [
+            tf.Variable(tf.fill(v.shape[:1], tf.constant(-1, tf.int64)), trainable=False) if v.shape.rank else None
+            for v in self.variables
+        ]
+        self.best = None
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.learning_rate = float(learning_rate)
+        self._steps = tf.function(self._run_steps, jit_compile=jit_compile, reduce_retracing=True)
+        self._predict = tf.function(self._run_predict, jit_compile=jit_compile, reduce_retracing=True)
+
+    # -- one Adam update -------------------------------------------------------------
+    def _apply(self, var, moments, owner, grad, lr_t) -> None:
+        tf = self.tf
+        b1, b2, eps = self.BETA_1, self.BETA_2, self.EPSILON
+        if not isinstance(grad, tf.IndexedSlices):  # the global bias: plain Adam
+            m, v = moments[0], moments[1]
+            m, v = m + (1 - b1) * (grad - m), v + (1 - b2) * (tf.square(grad) - v)
+            moments.assign(tf.stack([m, v]))
+            var.assign_sub(lr_t * m / (tf.sqrt(v) + eps))
+            return
+        idx, values = grad.indices, grad.values
+        n = tf.shape(idx)[0]
+        # Sum the gradient per distinct row without sorting (XLA's sort is slow on CPU): each
+        # position scatter-maxes the key step * 2**31 + position into its row's owner slot, so
+        # reading the slots back names, for every position, the last position of its row in
+        # this batch (keys of earlier steps are all smaller: no reset needed).
+        base = self.iterations * (2**31)
+        owner.scatter_max(tf.IndexedSlices(base + tf.range(n, dtype=tf.int64), idx))
+        last = tf.cast(tf.gather(owner, idx) - base, tf.int32)
+        g = tf.math.unsorted_segment_sum(values, last, n)
+        # that position carries the row's summed gradient; the others get zero deltas, and
+        # adding 0.0 leaves a value exactly as it is
+        mask = tf.cast(tf.equal(last, tf.range(n)), values.dtype)
+        mask = tf.reshape(mask, tf.concat([[n], tf.ones(tf.rank(values) - 1, tf.int32)], 0))
+        rows = tf.gather(moments, idx)
+        m_rows, v_rows = rows[:, 0], rows[:, 1]
+        dm = (1 - b1) * (g - m_rows) * mask
+        # Keras's Adam squares an embedding gradient before summing repeated rows (the
+        # square of its IndexedSlices is taken entry by entry), so v tracks the sum of the
+        # per-rating squared gradients; the same here, which makes this update identical to
+        # Keras's whenever every row is in the batch (tested), and measured no worse
+        g2 = tf.math.unsorted_segment_sum(tf.square(values), last, n)
+        dv = (1 - b2) * (g2 - v_rows) * mask
+        moments.scatter_add(tf.IndexedSlices(tf.stack([dm, dv], axis=1), idx))
+        var.scatter_add(tf.IndexedSlices(-lr_t * (m_rows + dm) / (tf.sqrt(v_rows + dv) + eps) * mask, idx))
+
+    def _run_steps(self, users, products, targets):
+        """Train on ``users[i], products[i], targets[i]`` for each batch i; return the summed MSE and loss."""
+        tf = self.tf
+        b1, b2 = self.BETA_1, self.BETA_2
+        sse = tf.constant(0.0, tf.float32)
+        loss_sum = tf.constant(0.0, tf.float32)
+        size = tf.cast(tf.shape(users)[1], tf.float32)
+        for i in tf.range(tf.shape(users)[0]):
+            with tf.GradientTape() as tape:
+                pred = tf.reshape(self.model([users[i], products[i]], training=True), [-1])
+                mse = tf.reduce_mean(tf.square(targets[i] - pred))
+                losses = self.model.losses
+                loss = mse + tf.add_n(losses) if losses else mse
+            grads = tape.gradient(loss, self.variables)
+            t = tf.cast(self.iterations + 1, tf.float32)
+            lr_t = self.learning_rate * tf.sqrt(1 - b2**t) / (1 - b1**t)
+            for var, moments, owner, grad in zip(self.variables, self.moments, self.owners, grads):
+                self._apply(var, moments, owner, grad, lr_t)
+            self.iterations.assign_add(1)
+            sse += mse * size
+            loss_sum += loss * size
+        return sse, loss_sum
+
+    def _run_predict(self, users, products, targets, weights):
+        """Weighted sum of squared errors over padded chunks of the validation rows."""
+        tf = self.tf
+        sse = tf.constant(0.0, tf.float32)
+        for i in tf.range(tf.shape(users)[0]):
+            pred = tf.reshape(self.model([users[i], products[i]], training=False), [-1])
+            sse += tf.reduce_sum(tf.square(targets[i] - pred) * weights[i])
+        return sse
+
+    # -- driving it from Python -------------------------------------------------------
+    def epoch(self, u: np.ndarray, p: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator):
+        """One pass over the rows in a fresh random order: ``(mean MSE, mean loss)`` per rating."""
+        order = epoch_batches(len(y), batch_size, rng)
+        sse, loss = self._steps(u[order], p[order], y[order])
+        return float(sse) / order.size, float(loss) / order.size
+
+    @staticmethod
+    def chunked(u: np.ndarray, p: np.ndarray, y: np.ndarray, chunk: int = 65_536) -> tuple[np.ndarray, ...]:
+        """Rows padded to whole chunks of one shape, with a weight of 0 on the padding."""
+        n = len(y)
+        chunk = max(1, min(chunk, n))
+        pad = -n % chunk
+
+        def padded(a, fill=0):
+            return np.concatenate([a, np.full(pad, fill, a.dtype)]).reshape(-1, chunk)
+
+        return padded(u), padded(p), padded(y), padded(np.ones(n, np.float32), 0.0)
+
+    def mse(self, chunks: tuple[np.ndarray, ...]) -> float:
+        """Mean squared error over rows prepared by :meth:`chunked`."""
+        return float(self._predict(*chunks)) / float(chunks[3].sum())
+
+    def save_best(self) -> None:
+        tf = self.tf
+        if self.best is None:
+            self.best = [tf.Variable(v, trainable=False) for v in self.variables]
+        else:
+            for b, v in zip(self.best, self.variables):
+                b.assign(v)
+
+    def restore_best(self) -> None:
+        for b, v in zip(self.best, self.variables):
+            v.assign(b)
