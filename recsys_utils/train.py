@@ -68,10 +68,13 @@ class TrainResult:
     seconds: float
     ratings_per_second: float
     params: dict[str, Any] = field(default_factory=dict)
+    #: wall seconds of each epoch, validation included (the first also pays for compiling)
+    epoch_seconds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "history": self.history,
+            "epoch_seconds": self.epoch_seconds,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
             "seconds": self.seconds,
@@ -182,10 +185,12 @@ def train_model(
     monitor = "val_rmse" if validation_data is not None else "rmse"
     fit = _fit_fast if engine == "fast" else _fit_keras
     start = time.perf_counter()
+    epoch_seconds: list[float] = []
     h, compiled = fit(
         model, x, y, validation_data,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
         monitor=monitor, seed=seed, jit_compile=bool(jit_compile), verbose=verbose, keras=keras, scale=scale,
+        epoch_seconds=epoch_seconds,
     )
     seconds = time.perf_counter() - start
     # RMSE in stars, which is what a reader compares
@@ -208,6 +213,7 @@ def train_model(
         stopped_early=stopped_early,
         seconds=seconds,
         ratings_per_second=rate,
+        epoch_seconds=epoch_seconds,
         params={
             "embedding_dim": embedding_dim,
             "use_bias": use_bias,
@@ -226,7 +232,7 @@ def train_model(
 
 
 def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
-               jit_compile, verbose, keras, scale) -> tuple[dict[str, list[float]], bool]:
+               jit_compile, verbose, keras, scale, epoch_seconds) -> tuple[dict[str, list[float]], bool]:
     """``model.fit`` with Keras's Adam and its EarlyStopping; history on the [0, 1] scale."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -234,7 +240,14 @@ def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rat
         metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
         jit_compile=jit_compile,
     )
-    callbacks = []
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.start)
+
+    callbacks = [Clock()]
     if patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -250,14 +263,14 @@ def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rat
     best = int(np.argmin(curve)) + 1
     if patience > 0 and len(curve) == epochs and best != len(curve):
         # Keras before 3.x restored the best weights only when it stopped early; make sure.
-        es = callbacks[0]
+        es = callbacks[-1]
         if getattr(es, "best_weights", None) is not None:
             model.set_weights(es.best_weights)
     return h, bool(model.jit_compile)
 
 
 def _fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
-              jit_compile, verbose, keras, scale) -> tuple[dict[str, list[float]], bool]:
+              jit_compile, verbose, keras, scale, epoch_seconds) -> tuple[dict[str, list[float]], bool]:
     """The compiled loop of :class:`_FastFit`, with Keras's early-stopping rule; history on the [0, 1] scale."""
     fit = _FastFit(model, learning_rate, jit_compile)
     u, p = x
@@ -276,6 +289,7 @@ def _fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate
         if valid is not None:
             h["val_rmse"].append(float(np.sqrt(fit.mse(valid))))
         seconds = time.perf_counter() - t
+        epoch_seconds.append(seconds)
         if verbose:
             shown = " - ".join(f"{k}: {v[-1] * (1 if k == 'loss' else scale):.4f}" for k, v in h.items())
             print(f"Epoch {epoch}/{epochs} - {seconds:.1f}s - {len(y) / seconds:,.0f} ratings/s - {shown}", flush=True)

@@ -117,6 +117,7 @@ def test_default_fit_reports_consistent_history(data, default_fit):
     assert len(h["loss"]) == len(h["rmse"]) == n_epochs
     assert 1 <= default_fit.best_epoch <= n_epochs <= 60
     assert default_fit.stopped_early == (n_epochs < 60)
+    assert len(default_fit.epoch_seconds) == n_epochs and 0 < sum(default_fit.epoch_seconds) <= default_fit.seconds
     # the model handed back is the best epoch's: its validation RMSE, recomputed here
     assert model_rmse(default_fit.model, data.valid_known) == pytest.approx(min(h["val_rmse"]), abs=1e-4)
     assert default_fit.params["l2"] == 0.005 and default_fit.params["embedding_dim"] == 32
@@ -252,6 +253,7 @@ def test_fast_engine_equals_keras_adam_when_every_step_sees_every_row(data):
     kw = dict(epochs=3, batch_size=len(data.train), patience=0, seed=4)
     fast, ref = train(data, engine="fast", **kw), train(data, engine="keras", **kw)
     assert fast.params["engine"] == "fast" and fast.params["jit_compile"] and ref.params["engine"] == "keras"
+    assert len(fast.epoch_seconds) == len(ref.epoch_seconds) == 3
     wf, wr = extract_weights(fast.model), extract_weights(ref.model)
     start = extract_weights(train(data, epochs=1, batch_size=len(data.train), patience=0, seed=4,
                                   learning_rate=1e-12).model)
