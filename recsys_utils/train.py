@@ -25,7 +25,15 @@ from recsys_utils.constants import (
     USER_INDEX_COL,
 )
 from recsys_utils.errors import ParameterError
-from recsys_utils.model import build_model, import_keras, rating_to_unit
+from recsys_utils.model import (
+    PRODUCT_BIAS,
+    PRODUCT_EMBEDDING,
+    USER_BIAS,
+    USER_EMBEDDING,
+    build_model,
+    import_keras,
+    rating_to_unit,
+)
 
 __all__ = ["set_seeds", "TrainResult", "train_model", "epoch_batches", "ENGINES"]
 
@@ -338,7 +346,7 @@ class _FastFit:
     row is in every batch the two give the same weights (a test checks this).
 
     Summing a row's gradients needs no sort (XLA's sort costs ~1 ms per 4096 indices on a
-    CPU, more than the whole forward and backward pass): see :meth:`_apply`.
+    CPU, more than the whole forward and backward pass): see :meth:`_last_positions`.
 
     Shapes are static (see :func:`epoch_batches`), so XLA compiles the step once per run.
     """
@@ -358,11 +366,17 @@ class _FastFit:
                         trainable=False)
             for v in self.variables
         ]
-        # per table, the last batch position that touched each row (see _apply); -1: never
-        self.owners = [
-            tf.Variable(tf.fill(v.shape[:1], tf.constant(-1, tf.int64)), trainable=False) if v.shape.rank else None
-            for v in self.variables
-        ]
+        # Owner tables for _last_positions, one per input: the user embedding and the user
+        # bias are looked up with the same indices, so they share one (likewise products);
+        # any other table gets its own.
+        shared = {USER_EMBEDDING: "user", USER_BIAS: "user", PRODUCT_EMBEDDING: "product", PRODUCT_BIAS: "product"}
+        layer_of = {id(w.value): layer.name for layer in model.layers for w in layer.trainable_weights}
+        self.groups = [shared.get(layer_of.get(id(v)), i) for i, v in enumerate(self.variables)]
+        self.owners = {
+            group: tf.Variable(tf.fill(v.shape[:1], tf.constant(-1, tf.int64)), trainable=False)
+            for group, v in zip(self.groups, self.variables)
+            if v.shape.rank
+        }
         self.best = None
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.learning_rate = float(learning_rate)
@@ -370,7 +384,20 @@ class _FastFit:
         self._predict = tf.function(self._run_predict, jit_compile=jit_compile, reduce_retracing=True)
 
     # -- one Adam update -------------------------------------------------------------
-    def _apply(self, var, moments, owner, grad, lr_t) -> None:
+    def _last_positions(self, owner, idx):
+        """For each position of ``idx``, the last position in ``idx`` holding the same row.
+
+        Found without sorting (XLA's sort is slow on CPU): each position scatter-maxes the
+        key ``step * 2**31 + position`` into its row's slot of ``owner``; reading the slots
+        back gives the largest key of each row in this step (keys of earlier steps are all
+        smaller, so the table never needs a reset).
+        """
+        tf = self.tf
+        base = self.iterations * (2**31)
+        owner.scatter_max(tf.IndexedSlices(base + tf.range(tf.shape(idx)[0], dtype=tf.int64), idx))
+        return tf.cast(tf.gather(owner, idx) - base, tf.int32)
+
+    def _apply(self, var, moments, grad, last, lr_t) -> None:
         tf = self.tf
         b1, b2, eps = self.BETA_1, self.BETA_2, self.EPSILON
         if not isinstance(grad, tf.IndexedSlices):  # the global bias: plain Adam
@@ -381,29 +408,22 @@ class _FastFit:
             return
         idx, values = grad.indices, grad.values
         n = tf.shape(idx)[0]
-        # Sum the gradient per distinct row without sorting (XLA's sort is slow on CPU): each
-        # position scatter-maxes the key step * 2**31 + position into its row's owner slot, so
-        # reading the slots back names, for every position, the last position of its row in
-        # this batch (keys of earlier steps are all smaller: no reset needed).
-        base = self.iterations * (2**31)
-        owner.scatter_max(tf.IndexedSlices(base + tf.range(n, dtype=tf.int64), idx))
-        last = tf.cast(tf.gather(owner, idx) - base, tf.int32)
-        g = tf.math.unsorted_segment_sum(values, last, n)
-        # that position carries the row's summed gradient; the others get zero deltas, and
-        # adding 0.0 leaves a value exactly as it is
+        # The row's last position in the batch carries the sums over its positions of the
+        # gradient and of the squared gradient (Keras's Adam squares an embedding gradient
+        # entry by entry before repeated rows are summed, so its v tracks the per-rating
+        # squares; the same here, which makes this update equal to Keras's whenever every
+        # row is in the batch). The other positions get zero deltas: adding 0.0 leaves a
+        # value exactly as it is.
+        stats = tf.math.unsorted_segment_sum(tf.stack([values, tf.square(values)], axis=1), last, n)
         mask = tf.cast(tf.equal(last, tf.range(n)), values.dtype)
-        mask = tf.reshape(mask, tf.concat([[n], tf.ones(tf.rank(values) - 1, tf.int32)], 0))
-        rows = tf.gather(moments, idx)
-        m_rows, v_rows = rows[:, 0], rows[:, 1]
-        dm = (1 - b1) * (g - m_rows) * mask
-        # Keras's Adam squares an embedding gradient before summing repeated rows (the
-        # square of its IndexedSlices is taken entry by entry), so v tracks the sum of the
-        # per-rating squared gradients; the same here, which makes this update identical to
-        # Keras's whenever every row is in the batch (tested), and measured no worse
-        g2 = tf.math.unsorted_segment_sum(tf.square(values), last, n)
-        dv = (1 - b2) * (g2 - v_rows) * mask
-        moments.scatter_add(tf.IndexedSlices(tf.stack([dm, dv], axis=1), idx))
-        var.scatter_add(tf.IndexedSlices(-lr_t * (m_rows + dm) / (tf.sqrt(v_rows + dv) + eps) * mask, idx))
+        mask = tf.reshape(mask, tf.concat([[n], tf.ones(tf.rank(values), tf.int32)], 0))
+        decay = tf.reshape(tf.constant([1 - b1, 1 - b2], values.dtype),
+                           tf.concat([[1, 2], tf.ones(tf.rank(values) - 1, tf.int32)], 0))
+        rows = tf.gather(moments, idx)  # [n, 2, ...]: m and v of each position's row
+        delta = decay * (stats - rows) * mask
+        moments.scatter_add(tf.IndexedSlices(delta, idx))
+        new = rows + delta
+        var.scatter_add(tf.IndexedSlices(-lr_t * new[:, 0] / (tf.sqrt(new[:, 1]) + eps) * mask[:, 0], idx))
 
     def _run_steps(self, users, products, targets):
         """Train on ``users[i], products[i], targets[i]`` for each batch i; return the summed MSE and loss."""
@@ -421,8 +441,14 @@ class _FastFit:
             grads = tape.gradient(loss, self.variables)
             t = tf.cast(self.iterations + 1, tf.float32)
             lr_t = self.learning_rate * tf.sqrt(1 - b2**t) / (1 - b1**t)
-            for var, moments, owner, grad in zip(self.variables, self.moments, self.owners, grads):
-                self._apply(var, moments, owner, grad, lr_t)
+            lasts = {}  # per owner table: tables looked up with the same input share the work
+            for var, moments, group, grad in zip(self.variables, self.moments, self.groups, grads):
+                last = None
+                if isinstance(grad, tf.IndexedSlices):
+                    if group not in lasts:
+                        lasts[group] = self._last_positions(self.owners[group], grad.indices)
+                    last = lasts[group]
+                self._apply(var, moments, grad, last, lr_t)
             self.iterations.assign_add(1)
             sse += mse * size
             loss_sum += loss * size
