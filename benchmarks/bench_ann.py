@@ -12,10 +12,15 @@ products, dim 32, user and product biases, 7.8M random "seen" ratings):
 
 Random Gaussian factors have no cluster structure, the hardest case for IVF; ``--factors
 clustered`` plants some (products and users drawn around ``--clusters`` centres), closer to
-trained embeddings. Prints a table, peak RSS, then ONE JSON line. A benchmark: asserts nothing.
+trained embeddings; ``--factors trained`` generates ``--ratings`` ratings of that shape with
+:func:`recsys_utils.synthetic.generate_ratings` (planted groups, long tails), trains the
+default model on all of them for ``--train-epochs`` epochs (fast engine) and uses its
+factors, with the generated ratings as the seen products. Prints a table, peak RSS, then
+ONE JSON line. A benchmark: asserts nothing.
 
     .venv/bin/python benchmarks/bench_ann.py                    # ~5 min on 2 cores
     .venv/bin/python benchmarks/bench_ann.py --users 200000 --products 50000 --ann-users 0
+    .venv/bin/python benchmarks/bench_ann.py --factors trained --ann-users 400000   # ~10 min
 """
 
 from __future__ import annotations
@@ -65,13 +70,35 @@ def make_model(users: int, products: int, dim: int, factors: str, clusters: int,
                        name=f"{factors}-{dim}")
 
 
+def trained_model(users: int, products: int, ratings: int, dim: int, epochs: int, seed: int):
+    """The default model trained on generated ratings of the given shape, and its seen matrix."""
+    from recsys_utils.encoding import Encoders
+    from recsys_utils.synthetic import generate_ratings
+    from recsys_utils.train import train_model
+
+    t = time.perf_counter()
+    df = generate_ratings(users, products, ratings, seed=seed).ratings
+    print(f"generated {len(df):,} ratings in {time.perf_counter() - t:.1f} s; RSS peak {peak_rss_mib():.0f} MiB")
+    enc = Encoders.fit(df)
+    enc_df = enc.encode(df)
+    del df
+    res = train_model(enc_df, None, enc.n_users, enc.n_products, embedding_dim=dim, epochs=epochs, patience=0,
+                      seed=seed, verbose=1)
+    print(f"trained {epochs} epochs: " + ", ".join(f"{s:.1f} s" for s in res.epoch_seconds)
+          + f" (the first compiles); RSS peak {peak_rss_mib():.0f} MiB")
+    fm = FactorModel.from_keras(res.model)
+    seen = seen_matrix(enc_df["user_idx"].to_numpy(), enc_df["product_idx"].to_numpy(), enc.n_users, enc.n_products)
+    return fm, seen, res.epoch_seconds
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=4_200_000)
     ap.add_argument("--products", type=int, default=476_000)
     ap.add_argument("--ratings", type=int, default=7_824_482, help="random (user, product) pairs marked seen")
     ap.add_argument("--dim", type=int, default=32)
-    ap.add_argument("--factors", choices=["random", "clustered"], default="random")
+    ap.add_argument("--factors", choices=["random", "clustered", "trained"], default="random")
+    ap.add_argument("--train-epochs", type=int, default=5, help="--factors trained: epochs of training")
     ap.add_argument("--clusters", type=int, default=1000)
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="default: all CPUs, at most 8")
@@ -90,10 +117,16 @@ def main(argv: list[str] | None = None) -> dict:
     threads = args.threads or min(cpus, 8)
     print(f"# {platform.processor() or platform.machine()}, {cpus} CPUs usable, {threads} threads; {load()}")
     t = time.perf_counter()
-    fm = make_model(args.users, args.products, args.dim, args.factors, args.clusters, args.seed)
     rng = np.random.default_rng(args.seed + 1)
-    seen = seen_matrix(rng.integers(0, args.users, args.ratings), rng.integers(0, args.products, args.ratings),
-                       args.users, args.products)
+    epoch_seconds = None
+    if args.factors == "trained":
+        fm, seen, epoch_seconds = trained_model(args.users, args.products, args.ratings, args.dim,
+                                                args.train_epochs, args.seed)
+        args.users, args.products = seen.shape
+    else:
+        fm = make_model(args.users, args.products, args.dim, args.factors, args.clusters, args.seed)
+        seen = seen_matrix(rng.integers(0, args.users, args.ratings), rng.integers(0, args.products, args.ratings),
+                           args.users, args.products)
     n_seen = np.diff(seen.indptr)
     print(f"model {args.users:,} × {args.products:,}, dim {args.dim}, {args.factors} factors; {seen.nnz:,} seen "
           f"(max {n_seen.max()} per user) ({time.perf_counter() - t:.1f} s); RSS peak {peak_rss_mib():.0f} MiB")
@@ -169,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         "recall_at_n": {str(r["probe"]): round(r["recall"], 4) for r in rows},
         "recall_users": len(r_users),
         "seen_returned": sum(r["seen_returned"] for r in rows),
+        "train_epoch_seconds": None if epoch_seconds is None else [round(x, 1) for x in epoch_seconds],
         "peak_rss_mib": round(peak_rss_mib()),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }

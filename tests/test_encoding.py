@@ -181,3 +181,11 @@ def test_loading_missing_encoders_says_which_notebook_writes_them(tmp_path):
 def test_encoders_missing_a_vocabulary_are_refused():
     with pytest.raises(RunError, match="'products'"):
         Encoders.from_dict({"users": ["a"]})
+
+
+def test_vocabulary_is_sorted_by_code_point_like_python_for_any_script():
+    # the fit sorts with Arrow (UTF-8 bytes); Python's sorted() on str is the reference
+    ids = ["b", "a", "é", "Z", "z", "ä", "10", "9", "éx", "\U0001F600", "ｚ", "B0000"]
+    enc = IdEncoder("product").fit(ids * 2)
+    assert list(enc.ids) == sorted(ids)
+    assert enc.transform(["ä", "9"]).tolist() == [sorted(ids).index("ä"), sorted(ids).index("9")]
