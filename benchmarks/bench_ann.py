@@ -6,14 +6,14 @@ products, dim 32, user and product biases, 7.8M random "seen" ratings):
 (1) exact: :meth:`FactorModel.recommend` on a sample of users (``--exact-users``) with
     ``--threads`` threads, extrapolated to every user;
 (2) ann: :class:`AnnIndex` (``--kind``, default IVF with inner product) built once, then
-    ``FactorModel.recommend(method="ann")`` for ``--ann-users`` users (default: all of them;
+    ``AnnIndex.recommend`` for ``--ann-users`` users (default: all of them;
     extrapolated when fewer), seen products filtered;
 (3) recall@10 of (2) against (1) on ``--recall-users`` users, for each ``--nprobe``.
 
 Random Gaussian factors have no cluster structure, the hardest case for IVF; ``--factors
 clustered`` plants some (products and users drawn around ``--clusters`` centres), closer to
 trained embeddings; ``--factors trained`` generates ``--ratings`` ratings of that shape with
-:func:`recsys_utils.synthetic.generate_ratings` (planted groups, long tails), trains the
+:func:`recsys_utils.data.synthetic.generate_ratings` (planted groups, long tails), trains the
 default model on all of them for ``--train-epochs`` epochs (fast engine) and uses its
 factors, with the generated ratings as the seen products. Prints a table, peak RSS, then
 ONE JSON line. A benchmark: asserts nothing.
@@ -38,7 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys_utils.recommend import AnnIndex, FactorModel, recall_at_n, seen_matrix  # noqa: E402
+from recsys_utils.models.factors import FactorModel, seen_matrix
+from recsys_utils.retrieval.ann import AnnIndex, recall_at_n  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -72,9 +73,9 @@ def make_model(users: int, products: int, dim: int, factors: str, clusters: int,
 
 def trained_model(users: int, products: int, ratings: int, dim: int, epochs: int, seed: int):
     """The default model trained on generated ratings of the given shape, and its seen matrix."""
-    from recsys_utils.encoding import Encoders
-    from recsys_utils.synthetic import generate_ratings
-    from recsys_utils.train import train_model
+    from recsys_utils.data.encoding import EncodedRatings, Encoders
+    from recsys_utils.data.synthetic import generate_ratings
+    from recsys_utils.models.keras.train import KerasRatingModel, TrainParams
 
     t = time.perf_counter()
     df = generate_ratings(users, products, ratings, seed=seed).ratings
@@ -82,11 +83,11 @@ def trained_model(users: int, products: int, ratings: int, dim: int, epochs: int
     enc = Encoders.fit(df)
     enc_df = enc.encode(df)
     del df
-    res = train_model(enc_df, None, enc.n_users, enc.n_products, embedding_dim=dim, epochs=epochs, patience=0,
-                      seed=seed, verbose=1)
+    trainer = KerasRatingModel(TrainParams(embedding_dim=dim, epochs=epochs, patience=0, seed=seed), verbose=1)
+    fm = trainer.fit(EncodedRatings.from_frame(enc_df, enc.n_users, enc.n_products))
+    res = trainer.result_
     print(f"trained {epochs} epochs: " + ", ".join(f"{s:.1f} s" for s in res.epoch_seconds)
           + f" (the first compiles); RSS peak {peak_rss_mib():.0f} MiB")
-    fm = FactorModel.from_keras(res.model)
     seen = seen_matrix(enc_df["user_idx"].to_numpy(), enc_df["product_idx"].to_numpy(), enc.n_users, enc.n_products)
     return fm, seen, res.epoch_seconds
 

@@ -40,16 +40,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL  # noqa: E402
-from recsys_utils.encoding import Encoders  # noqa: E402
-from recsys_utils.recommend import (  # noqa: E402
+from recsys_utils.data.encoding import EncodedRatings, Encoders  # noqa: E402
+from recsys_utils.data.synthetic import generate_ratings  # noqa: E402
+from recsys_utils.models.factors import (  # noqa: E402
     FactorModel,
-    _blas_single_threaded,
+    blas_single_threaded,
     default_block_size,
-    recommend_all,
     seen_matrix,
 )
-from recsys_utils.synthetic import generate_ratings  # noqa: E402
-from recsys_utils.train import train_model  # noqa: E402
+from recsys_utils.models.keras.train import KerasRatingModel, TrainParams  # noqa: E402
+from recsys_utils.retrieval.serve import recommend_all  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -112,11 +112,8 @@ def naive_top_n(model, user: int, n_products: int, seen, n: int) -> np.ndarray:
 def implicit_top_n(fm: FactorModel, seen, n: int, threads: int):
     from implicit.cpu.topk import topk
 
-    items = np.ascontiguousarray(fm._product_matrix().T)  # [p, b_p, 1]
-    query = np.empty((fm.n_users, fm.dim + 2), np.float32)  # [u, 1, b_u + b]
-    query[:, : fm.dim] = fm.user_factors
-    query[:, fm.dim] = 1.0
-    query[:, fm.dim + 1] = fm.user_bias + np.float32(fm.global_bias)
+    items = np.ascontiguousarray(fm.product_matrix().T)  # [p, b_p, 1]
+    query = fm.user_matrix(np.arange(fm.n_users))  # [u, 1, b_u + b]
     return topk(items, query, n, filter_query_items=seen, num_threads=threads)
 
 
@@ -145,10 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
     n_users, n_products = enc.n_users, enc.n_products
     seen = seen_matrix(train[USER_INDEX_COL].to_numpy(), train[PRODUCT_INDEX_COL].to_numpy(), n_users, n_products)
     print(f"data: {n_users} users × {n_products} products, {len(train)} ratings ({time.perf_counter() - t0:.1f} s)")
-    res = train_model(train, None, n_users, n_products, embedding_dim=args.dim, epochs=args.epochs, patience=0,
-                      seed=args.seed, verbose=0)
-    model = res.model
-    fm = FactorModel.from_keras(model)
+    trainer = KerasRatingModel(TrainParams(embedding_dim=args.dim, epochs=args.epochs, patience=0, seed=args.seed),
+                               verbose=0)
+    fm = trainer.fit(EncodedRatings.from_frame(train, n_users, n_products))
+    res, model = trainer.result_, trainer.model_
     print(f"trained {args.epochs} epochs in {res.seconds:.1f} s; recommending top {args.n}, {load()}")
 
     # (a) naive loop on a sample of users
@@ -195,17 +192,13 @@ def main(argv: list[str] | None = None) -> dict:
             overlap = float(np.mean([len(set(a) & set(b)) / args.n for a, b in zip(imp_idx, ours_idx)]))
 
     # (d) bare matmul of the same blocks, with the same threads and BLAS setting as ours
-    pt = fm._product_matrix()
+    pt = fm.product_matrix()
 
     def matmul_block(start: int) -> None:
-        u = users[start : start + block]
-        left = np.empty((len(u), fm.dim + 2), np.float32)
-        left[:, : fm.dim], left[:, fm.dim] = fm.user_factors[u], 1.0
-        left[:, fm.dim + 1] = fm.user_bias[u] + np.float32(fm.global_bias)
-        left @ pt
+        fm.user_matrix(users[start : start + block]) @ pt
 
     def matmul_all() -> None:
-        with _blas_single_threaded(), ThreadPoolExecutor(threads) as pool:
+        with blas_single_threaded(), ThreadPoolExecutor(threads) as pool:
             list(pool.map(matmul_block, range(0, n_users, block)))
 
     seconds_matmul, _ = best_of(args.repeat, matmul_all)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys_utils import data, encoding  # noqa: E402
-from recsys_utils.train import train_model  # noqa: E402
+from recsys_utils import data  # noqa: E402
+from recsys_utils.models.keras.train import TrainParams, train_model  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> dict:
     ratings, _ = data.clean_ratings(ratings)  # duplicates only: no k-core
     step("deduplicate", time.perf_counter() - t, f"{len(ratings):,} ratings")
     t = time.perf_counter()
-    enc = encoding.Encoders.fit(ratings)
-    train = enc.encode(ratings)
+    enc = data.Encoders.fit(ratings)
+    train = data.EncodedRatings.from_frame(enc.encode(ratings), enc.n_users, enc.n_products)
     del ratings
     step("encode", time.perf_counter() - t, f"{enc.n_users:,} users × {enc.n_products:,} products")
 
     t = time.perf_counter()
-    res = train_model(train, None, enc.n_users, enc.n_products, epochs=args.epochs, patience=0, verbose=1)
+    res = train_model(train, None, TrainParams(epochs=args.epochs, patience=0), verbose=1)
     step("train_fast", time.perf_counter() - t,
          "epochs " + ", ".join(f"{s:.1f} s" for s in res.epoch_seconds) + " (the first compiles)")
     epoch = min(res.epoch_seconds[1:] or res.epoch_seconds)
@@ -70,9 +70,11 @@ def main(argv: list[str] | None = None) -> dict:
                ratings=len(train), users=enc.n_users, products=enc.n_products, batch_size=res.params["batch_size"])
     del res
     if args.keras_batches > 0:
-        rows = train.head(args.keras_batches * 4096)
+        head = slice(0, args.keras_batches * 4096)
+        rows = data.EncodedRatings(train.user_idx[head], train.product_idx[head], train.rating[head],
+                                   enc.n_users, enc.n_products)
         t = time.perf_counter()
-        ref = train_model(rows, None, enc.n_users, enc.n_products, epochs=1, patience=0, engine="keras", verbose=0)
+        ref = train_model(rows, None, TrainParams(epochs=1, patience=0, engine="keras"), verbose=0)
         s = time.perf_counter() - t
         projected = ref.epoch_seconds[0] / len(rows) * len(train)
         step("train_keras", s, f"{len(rows):,} ratings in {ref.epoch_seconds[0]:.1f} s → one epoch projected "

@@ -3,7 +3,7 @@
 On one generated dataset (default 100k users × 20k products, 1M ratings; random 80/10/10
 split, IDs fitted on the training rows), in one process:
 
-1. throughput: ratings/second of :func:`recsys_utils.train.train_model` by batch size and
+1. throughput: ratings/second of :func:`recsys_utils.models.keras.train.train_model` by batch size and
    embedding dimension for its two engines — ``fast`` (the default: whole epochs in one
    XLA-compiled loop, row-sparse Adam) and ``keras`` (``model.fit`` with Keras's Adam, op
    determinism on, so no XLA) — plus ``keras-xla`` (``model.fit`` with op determinism off
@@ -28,7 +28,6 @@ test: it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -41,11 +40,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL  # noqa: E402
-from recsys_utils.encoding import Encoders  # noqa: E402
-from recsys_utils.recommend import FactorModel  # noqa: E402
-from recsys_utils.split import split_ratings  # noqa: E402
-from recsys_utils.synthetic import generate_ratings  # noqa: E402
-from recsys_utils.train import train_model  # noqa: E402
+from recsys_utils.data.encoding import EncodedRatings, Encoders  # noqa: E402
+from recsys_utils.data.split import split_ratings  # noqa: E402
+from recsys_utils.data.synthetic import generate_ratings  # noqa: E402
+from recsys_utils.models.keras.model import to_factor_model  # noqa: E402
+from recsys_utils.models.keras.train import TrainParams, train_model  # noqa: E402
 
 #: how each throughput column calls train_model
 MODES = {
@@ -70,6 +69,9 @@ class Data:
         self.test = known(self.encoders.encode(split.test))
         self.n_users, self.n_products = self.encoders.n_users, self.encoders.n_products
 
+    def rows(self, df) -> EncodedRatings:
+        return EncodedRatings.from_frame(df, self.n_users, self.n_products)
+
     def subset(self, n_ratings: int, seed: int) -> "Data":
         """A fresh dataset of ``n_ratings`` with proportionally fewer users and products."""
         scale = n_ratings / (len(self.train) + len(self.valid) + len(self.test))
@@ -77,7 +79,7 @@ class Data:
 
 
 def test_rmse(model, data: Data) -> float:
-    fm = FactorModel.from_keras(model)
+    fm = to_factor_model(model)
     pred = fm.predict(data.test[USER_INDEX_COL].to_numpy(), data.test[PRODUCT_INDEX_COL].to_numpy())
     return float(np.sqrt(np.mean((pred - data.test["rating"].to_numpy()) ** 2)))
 
@@ -85,13 +87,13 @@ def test_rmse(model, data: Data) -> float:
 def throughput(data: Data, dim: int, batch: int, mode: str, rows: int, epochs: int = 3) -> float:
     """Ratings/second of train_model over epochs 2.. on the first ``rows`` training rows (no validation)."""
     train = data.train.head(rows)
-    res = train_model(train, None, data.n_users, data.n_products, embedding_dim=dim, batch_size=batch,
-                      epochs=epochs, patience=0, seed=1, verbose=0, **MODES[mode])
+    res = train_model(data.rows(train), None, TrainParams(embedding_dim=dim, batch_size=batch, epochs=epochs,
+                                                          patience=0, seed=1, **MODES[mode]), verbose=0)
     return len(train) * (epochs - 1) / sum(res.epoch_seconds[1:])
 
 
 def converge(data: Data, label: str, **kwargs) -> dict:
-    res = train_model(data.train, data.valid, data.n_users, data.n_products, verbose=0, **kwargs)
+    res = train_model(data.rows(data.train), data.rows(data.valid), TrainParams(**kwargs), verbose=0)
     out = {
         "label": label,
         "seconds": res.seconds,
@@ -161,8 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = Data(args.users, args.products, args.ratings, args.seed)
     print(f"data: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test ratings, "
           f"{data.n_users} users × {data.n_products} products ({time.perf_counter() - t:.1f} s)\n", flush=True)
-    defaults = {k: v.default for k, v in inspect.signature(train_model).parameters.items()
-                if v.default is not inspect.Parameter.empty}
+    defaults = vars(TrainParams())
     default_mode = defaults["engine"] if defaults["deterministic"] or defaults["engine"] == "fast" else "keras-xla"
     default_batch, default_dim = defaults["batch_size"], defaults["embedding_dim"]
 

@@ -30,10 +30,10 @@ import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from recsys_utils import data, encoding, metrics, split  # noqa: E402
-from recsys_utils.baselines import fit_baselines  # noqa: E402
+from recsys_utils import data  # noqa: E402
 from recsys_utils.config import RunConfig  # noqa: E402
-from recsys_utils.recommend import FactorModel  # noqa: E402
+from recsys_utils.evaluation import evaluate  # noqa: E402
+from recsys_utils.models import FactorModel, KerasRatingModel, fit_baselines  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -68,27 +68,25 @@ def surprise_factor_model(algo, trainset, n_users: int, n_products: int, name: s
 def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
     from surprise import SVD, BaselineOnly, Dataset, Reader
 
-    from recsys_utils.train import train_model
-
     path, ku, kp = DATASETS[name]
     path = data.resolve_data_path("") if path is None else path
     ku = cfg.min_user_ratings if ku is None else ku
     kp = cfg.min_product_ratings if kp is None else kp
     ratings, _ = data.clean_ratings(data.read_ratings(path), min_user_ratings=ku, min_product_ratings=kp)
-    parts = split.split_ratings(ratings, "random", test_fraction=cfg.test_fraction,
+    parts = data.split_ratings(ratings, "random", test_fraction=cfg.test_fraction,
                                 valid_fraction=cfg.valid_fraction, seed=seed)
-    enc = encoding.Encoders.fit(parts.train)
+    enc = data.Encoders.fit(parts.train)
     train, valid, test = (enc.encode(df) for df in (parts.train, parts.valid, parts.test))
     nu, npr = enc.n_users, enc.n_products
+    scale = dict(rating_min=cfg.rating_min, rating_max=cfg.rating_max)
+    train_rows = data.EncodedRatings.from_frame(train, nu, npr, **scale)
     models: dict[str, FactorModel] = {}
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    result = train_model(train, valid, nu, npr, embedding_dim=cfg.embedding_dim, use_bias=cfg.use_bias, l2=cfg.l2,
-                         bias_l2=cfg.bias_l2, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         learning_rate=cfg.learning_rate,
-                         patience=cfg.patience, seed=seed, verbose=0)
-    main = FactorModel.from_keras(result.model)
+    trainer = KerasRatingModel(cfg.train_params(), seed=seed, verbose=0)
+    main = trainer.fit(train_rows, data.EncodedRatings.from_frame(valid, nu, npr, drop_unknown=True, **scale))
+    result = trainer.result_
     seconds[main.name] = time.perf_counter() - t
 
     reader = Reader(rating_scale=(cfg.rating_min, cfg.rating_max))
@@ -106,11 +104,11 @@ def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
         ours = models[label].predict(sample.user_idx.to_numpy(), sample.product_idx.to_numpy())
         assert np.allclose(theirs, ours, atol=1e-4), f"{label}: re-indexed factors disagree with Surprise"
 
-    base = fit_baselines(train["user_idx"], train["product_idx"], train["rating"], nu, npr)
+    base = fit_baselines(train_rows)
     for key in ("bias", "global_mean", "popularity"):
         models[key] = base[key]
         seconds[key] = float("nan")
-    ev = metrics.evaluate(main, models, train, test, k=10)
+    ev = evaluate(main, models, train, test, k=10)
     table = ev.table.set_index("model")
     table["fit_seconds"] = [seconds.get(m, float("nan")) for m in table.index]
     rows = {m: {c: (None if pd.isna(v) else float(v)) for c, v in r.items()} for m, r in table.iterrows()}

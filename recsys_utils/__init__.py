@@ -1,9 +1,19 @@
 """recsys_utils: the helper package behind the notebooks.
 
 A deep-learning recommender for Amazon-style ratings. The numbered notebooks in
-``notebooks/`` tell the story; this package does the work. TensorFlow is only
-imported by the modules that train or load a Keras model (``model``, ``train``),
-so data handling, evaluation and recommendation import quickly.
+``notebooks/`` tell the story; this package does the work, in subpackages by role
+(``docs/ARCHITECTURE.md`` has the map)::
+
+    data/        ratings in: read, validate, clean, split, encode; the generated default data
+    models/      FactorModel (what every predictor becomes), baselines, the Keras models
+    retrieval/   top-N for one user or all users, the approximate index
+    evaluation/  metric kernels and the model comparison behind metrics.json
+    explore/     similar products, explanations, embedding maps, the JupyterLab panel
+    runs/        the run folder, the papermill pipeline, sweeps, HTML pages
+
+Dependencies point one way (runs → explore/evaluation/retrieval → models → data → io).
+TensorFlow is imported only when a Keras model is built, trained or loaded, so data
+handling, evaluation and recommendation import quickly.
 """
 
 from __future__ import annotations

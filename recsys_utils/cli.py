@@ -19,7 +19,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from recsys_utils.errors import RecsysError
+from recsys_utils.config import RunConfig, resolve_config
+from recsys_utils.data.fetch import fetch_dataset
+from recsys_utils.data.sample import default_data_path, write_sample
+from recsys_utils.data.synthetic import generate_ratings
+from recsys_utils.errors import RecsysError, UnknownIDError
+from recsys_utils.retrieval.serve import popular_products, recommend_for_user
+from recsys_utils.runs.layout import load_run
+from recsys_utils.runs.pipeline import run_pipeline
+from recsys_utils.runs.sweep import run_sweep
 
 __all__ = ["main", "build_parser"]
 
@@ -77,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from recsys_utils.pipeline import resolve_config, run_pipeline
 
     cfg = resolve_config(_params(args.param), data=args.data)
     result = run_pipeline(
@@ -110,7 +117,6 @@ def _params(pairs: list[list[str]]) -> dict[str, str]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from recsys_utils.sweep import run_sweep
 
     result = run_sweep(
         _params(args.param),
@@ -131,9 +137,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_recommend(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from recsys_utils.artifacts import load_run
-    from recsys_utils.errors import UnknownIDError
-    from recsys_utils.recommend import popular_products, recommend_for_user
 
     run = load_run(args.run)
     status = 0
@@ -158,7 +161,6 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(_: argparse.Namespace) -> int:
-    from recsys_utils.config import RunConfig
 
     defaults = RunConfig().to_dict()
     width = max(map(len, defaults))
@@ -168,20 +170,17 @@ def _cmd_params(_: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from recsys_utils import synthetic
-    from recsys_utils.data import default_data_path
 
     out = Path(args.out) if args.out else default_data_path()
     if out.exists() and not args.force:
         print(f"{out} exists; pass --force to regenerate it")
         return 0
-    synthetic.write_sample(out, synthetic.generate_ratings(seed=args.seed))
+    write_sample(out, generate_ratings(seed=args.seed))
     print(f"wrote {out}")
     return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from recsys_utils.fetch import fetch_dataset
 
     path = fetch_dataset(args.dataset, args.category, args.kind, out_dir=args.out, sha256=args.sha256,
                          force=args.force, progress=not args.quiet)

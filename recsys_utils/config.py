@@ -1,9 +1,13 @@
-"""The run's parameters: one dataclass, its defaults, validation, JSON in/out.
+"""The run's parameters: one dataclass, its defaults, the notebook that reads each, validation, JSON.
 
-Each notebook declares the subset of these it uses in its ``parameters`` cell, with
-the same defaults (a test checks they agree). The pipeline resolves defaults plus
-overrides here, validates them all before any notebook starts, writes them to
-``params.json`` and hands each notebook only the names it declares.
+Each field knows its stage: the notebook(s) whose ``parameters`` cell declares it, with
+the same default (a test checks they agree). The pipeline resolves defaults plus
+overrides here (:func:`resolve_config`), validates them all before any notebook starts,
+writes them to ``params.json`` and hands each notebook the names of its stage
+(:meth:`RunConfig.for_notebook`); sweeps vary only the parameters of the notebooks they
+rerun (:func:`parse_grid`). Allowed values belong to the modules that use them
+(``SPLITS`` to the splitter, ``ENGINES`` to the trainer, ...); training defaults are
+:class:`~recsys_utils.models.keras.train.TrainParams`'.
 """
 
 from __future__ import annotations
@@ -14,21 +18,35 @@ import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from recsys_utils.constants import ENGINES
+from recsys_utils.data.cleaning import DUPLICATE_POLICIES
+from recsys_utils.data.formats import INVALID_POLICIES
+from recsys_utils.data.split import SPLITS
 from recsys_utils.errors import ParameterError
+from recsys_utils.io import read_json, write_json
+from recsys_utils.models.keras.train import ENGINES, TrainParams
 
-__all__ = ["RunConfig", "SPLITS", "DUPLICATE_POLICIES", "coerce_value"]
+__all__ = ["NOTEBOOK_STEMS", "RunConfig", "coerce_value", "resolve_config", "parse_grid"]
 
-SPLITS = ("random", "per_user", "temporal", "leave_last_out")
-DUPLICATE_POLICIES = ("last", "first", "mean")
+#: The numbered notebooks, in the order a run executes them.
+NOTEBOOK_STEMS = ("01_eda", "02_encoding", "03_training", "04_evaluation", "05_recommendation")
+
+_EDA, _ENCODING, _TRAINING, _EVALUATION, _RECOMMENDATION = NOTEBOOK_STEMS
+_DEFAULT_TRAINING = TrainParams()
 
 
-def _p(default: Any, help: str, **kw: Any) -> Any:
+def _p(default: Any, help: str, *stages: str) -> Any:
+    meta = {"help": help, "stages": stages}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _t(name: str, help: str) -> Any:
+    """A training parameter of 03_training, with :class:`TrainParams`' default."""
+    return _p(getattr(_DEFAULT_TRAINING, name), help, _TRAINING)
 
 
 @dataclass
@@ -36,39 +54,44 @@ class RunConfig:
     """Every parameter of a run. Empty strings mean "the default / auto-detect"."""
 
     # 01_eda: input and cleaning
-    data_path: str = _p("", "ratings file; empty = the embedded generated sample data/sample/ratings.csv")
-    user_col: str = _p("", "column holding user IDs; empty = auto-detect (user_id, UserID, reviewerID, ...)")
-    product_col: str = _p("", "column holding product IDs; empty = auto-detect (product_id, ProductID, asin, ...)")
-    rating_col: str = _p("", "column holding ratings; empty = auto-detect (rating, Rating, overall, ...)")
-    timestamp_col: str = _p("", "column holding timestamps; empty = auto-detect, 'none' = ignore")
-    rating_min: float = _p(1.0, "lowest rating of the scale")
-    rating_max: float = _p(5.0, "highest rating of the scale")
-    invalid: str = _p("error", "a missing, unreadable or off-scale value: error (name its line) | drop (and report)")
-    duplicates: str = _p("last", "duplicate (user, product) pairs: keep last | first | mean")
-    min_user_ratings: int = _p(3, "k-core: keep users with at least this many ratings")
-    min_product_ratings: int = _p(3, "k-core: keep products with at least this many ratings")
+    data_path: str = _p("", "ratings file; empty = the embedded generated sample data/sample/ratings.csv", _EDA)
+    user_col: str = _p("", "column holding user IDs; empty = auto-detect (user_id, UserID, reviewerID, ...)", _EDA)
+    product_col: str = _p("", "column holding product IDs; empty = auto-detect (product_id, ProductID, asin, ...)",
+                          _EDA)
+    rating_col: str = _p("", "column holding ratings; empty = auto-detect (rating, Rating, overall, ...)", _EDA)
+    timestamp_col: str = _p("", "column holding timestamps; empty = auto-detect, 'none' = ignore", _EDA)
+    rating_min: float = _p(1.0, "lowest rating of the scale", _EDA)
+    rating_max: float = _p(5.0, "highest rating of the scale", _EDA)
+    invalid: str = _p("error", "a missing, unreadable or off-scale value: error (name its line) | drop (and report)",
+                      _EDA)
+    duplicates: str = _p("last", "duplicate (user, product) pairs: keep last | first | mean", _EDA)
+    min_user_ratings: int = _p(3, "k-core: keep users with at least this many ratings", _EDA)
+    min_product_ratings: int = _p(3, "k-core: keep products with at least this many ratings", _EDA)
     # 02_encoding: split
-    split: str = _p("random", "random | per_user | temporal | leave_last_out")
-    test_fraction: float = _p(0.1, "share of ratings held out for the test split")
-    valid_fraction: float = _p(0.1, "share of ratings held out for early stopping")
-    seed: int = _p(42, "seed for splitting, initialisation and shuffling")
+    split: str = _p("random", "random | per_user | temporal | leave_last_out", _ENCODING)
+    test_fraction: float = _p(0.1, "share of ratings held out for the test split", _ENCODING)
+    valid_fraction: float = _p(0.1, "share of ratings held out for early stopping", _ENCODING)
+    seed: int = _p(_DEFAULT_TRAINING.seed, "seed for splitting, initialisation and shuffling",
+                   _ENCODING, _TRAINING, _RECOMMENDATION)
     # 03_training: model and fit
-    embedding_dim: int = _p(32, "size of the user and product embeddings")
-    use_bias: bool = _p(True, "add global, user and product bias terms before the sigmoid")
-    l2: float = _p(0.005, "per-rating L2 penalty on the embedding rows a batch touches")
-    bias_l2: float = _p(0.02, "L2 on user/product biases divided by their training ratings (shrinks rare ones)")
-    epochs: int = _p(60, "maximum epochs (early stopping usually ends sooner)")
-    batch_size: int = _p(4096, "ratings per gradient step")
-    learning_rate: float = _p(0.02, "Adam learning rate")
-    patience: int = _p(3, "epochs without validation improvement before stopping")
-    engine: str = _p("fast", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
+    embedding_dim: int = _t("embedding_dim", "size of the user and product embeddings")
+    use_bias: bool = _t("use_bias", "add global, user and product bias terms before the sigmoid")
+    l2: float = _t("l2", "per-rating L2 penalty on the embedding rows a batch touches")
+    bias_l2: float = _t("bias_l2", "L2 on user/product biases divided by their training ratings (shrinks rare ones)")
+    epochs: int = _t("epochs", "maximum epochs (early stopping usually ends sooner)")
+    batch_size: int = _t("batch_size", "ratings per gradient step")
+    learning_rate: float = _t("learning_rate", "Adam learning rate")
+    patience: int = _t("patience", "epochs without validation improvement before stopping")
+    engine: str = _t("engine", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
     # 04_evaluation
-    relevance_threshold: float = _p(4.0, "a held-out rating at or above this counts as relevant for ranking metrics")
-    k: int = _p(10, "cut-off K of the ranking metrics")
+    relevance_threshold: float = _p(4.0, "a held-out rating at or above this counts as relevant for ranking metrics",
+                                    _EVALUATION)
+    k: int = _p(10, "cut-off K of the ranking metrics", _EVALUATION)
     # 05_recommendation
-    user_ids: list = _p([], "users to show; empty = a few sample users picked by seed")
-    top_n: int = _p(10, "recommendations per user")
-    product_id: str = _p("", "product whose similar products are shown; empty = the first user's top pick")
+    user_ids: list = _p([], "users to show; empty = a few sample users picked by seed", _RECOMMENDATION)
+    top_n: int = _p(10, "recommendations per user", _RECOMMENDATION)
+    product_id: str = _p("", "product whose similar products are shown; empty = the first user's top pick",
+                         _RECOMMENDATION)
 
     # ------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":
@@ -81,7 +104,7 @@ class RunConfig:
                 raise ParameterError(f"parameter {name}={getattr(self, name)!r}: expected {expected}")
 
         need(self.rating_max > self.rating_min, "rating_max", f"a value above rating_min={self.rating_min}")
-        need(self.invalid in ("error", "drop"), "invalid", "error or drop")
+        need(self.invalid in INVALID_POLICIES, "invalid", " or ".join(INVALID_POLICIES))
         need(self.duplicates in DUPLICATE_POLICIES, "duplicates", f"one of {', '.join(DUPLICATE_POLICIES)}")
         need(self.min_user_ratings >= 1, "min_user_ratings", "an integer >= 1")
         need(self.min_product_ratings >= 1, "min_product_ratings", "an integer >= 1")
@@ -120,6 +143,23 @@ class RunConfig:
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
+    @classmethod
+    def stage_names(cls, *stems: str) -> list[str]:
+        """The parameters that any of the notebooks ``stems`` reads, in field order."""
+        unknown = [s for s in stems if s not in NOTEBOOK_STEMS]
+        if unknown:
+            raise ParameterError(f"notebooks {unknown}: expected some of {', '.join(NOTEBOOK_STEMS)}")
+        return [f.name for f in fields(cls) if set(f.metadata["stages"]) & set(stems)]
+
+    def for_notebook(self, stem: str) -> dict[str, Any]:
+        """The values the notebook ``stem`` declares in its parameters cell."""
+        return {name: getattr(self, name) for name in self.stage_names(stem)}
+
+    def train_params(self) -> TrainParams:
+        """The training hyperparameters of this run."""
+        names = {f.name for f in dataclasses.fields(TrainParams)}
+        return TrainParams(**{k: v for k, v in self.to_dict().items() if k in names})
+
     def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
         """A copy with ``overrides`` applied; strings are coerced to each field's type.
 
@@ -147,14 +187,10 @@ class RunConfig:
         return cls().with_overrides(d).validate()
 
     def save(self, path: str | Path) -> Path:
-        from recsys_utils.artifacts import write_json
-
         return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        from recsys_utils.artifacts import read_json
-
         return cls.from_dict(read_json(path))
 
 
@@ -218,3 +254,57 @@ def coerce_value(name: str, value: Any, t: type) -> Any:
         list: "a comma-separated list or a JSON list",
     }[t]
     raise ParameterError(f"parameter {name}={value!r}: expected {expected}")
+
+
+def resolve_config(overrides: dict[str, Any] | None = None, data: str | Path | None = None) -> RunConfig:
+    """Defaults + overrides (+ ``--data``), validated, with the data path made absolute."""
+    overrides = dict(overrides or {})
+    if data is not None:
+        if "data_path" in overrides:
+            raise ParameterError("give the ratings file once: either --data or -p data_path, not both")
+        overrides["data_path"] = str(data)
+    cfg = RunConfig().with_overrides(overrides).validate()
+    if cfg.data_path:
+        cfg.data_path = str(Path(cfg.data_path).expanduser().resolve())
+    return cfg
+
+
+def parse_grid(values: Mapping[str, str], vary: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Split ``name -> "v1,v2,…"`` into fixed overrides and swept value lists.
+
+    Parameters
+    ----------
+    values : mapping of str to str
+        As given on the command line with ``-p``.
+    vary : sequence of str
+        The notebooks each grid point reruns; only their parameters may take several values.
+
+    Returns
+    -------
+    (fixed, grid)
+        ``fixed`` maps names given one value to it (any run parameter); ``grid`` maps
+        names given several comma-separated values to the typed list.
+    """
+    types = {f.name: _field_type(f) for f in fields(RunConfig)}
+    allowed = set(RunConfig.stage_names(*vary))
+    fixed: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    for name, text in values.items():
+        if name not in types:
+            raise ParameterError(f"unknown parameter {name}; valid parameters are: {', '.join(sorted(types))}")
+        parts = [p.strip() for p in str(text).split(",")] if types[name] is not list else [text]
+        if len(parts) == 1:
+            fixed[name] = parts[0]
+            continue
+        if name not in allowed:
+            raise ParameterError(
+                f"parameter {name} cannot be swept: every grid point shares one split, so only "
+                f"parameters of {'/'.join(vary)} vary ({', '.join(sorted(allowed))})"
+            )
+        typed = [coerce_value(name, p, types[name]) for p in parts]
+        if len(set(map(repr, typed))) != len(typed):
+            raise ParameterError(f"parameter {name}: the values {text!r} repeat")
+        grid[name] = typed
+    if not grid:
+        raise ParameterError("a sweep needs at least one parameter with several comma-separated values")
+    return fixed, grid

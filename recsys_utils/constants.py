@@ -34,6 +34,3 @@ DEFAULT_K = 10
 #: Amazon's star scale.
 RATING_MIN = 1.0
 RATING_MAX = 5.0
-
-#: Training engines of recsys_utils.train.train_model: the compiled fast loop, and model.fit.
-ENGINES = ("fast", "keras")

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from recsys_utils.constants import (  # noqa: E402
+from recsys_utils.constants import (
     DEFAULT_PRODUCT_COL,
     DEFAULT_RATING_COL,
     DEFAULT_TIMESTAMP_COL,
     DEFAULT_USER_COL,
 )
+from recsys_utils.errors import ParameterError
 
 __all__ = [
     "rating_distribution",
@@ -192,7 +191,7 @@ def embedding_map(df: pd.DataFrame, *, color_by: str | None = None, title: str |
     Parameters
     ----------
     df : pandas.DataFrame
-        Columns x, y and ``color_by``, as returned by :func:`recsys_utils.explore.embedding_map`
+        Columns x, y and ``color_by``, as returned by :meth:`recsys_utils.explore.Explorer.embedding_map`
         (whose ``attrs`` give the default ``color_by``, the kind and the explained variance).
     color_by : str, optional
         Column to colour by; default ``df.attrs["color_by"]``, else ``"popularity"``.
@@ -201,8 +200,6 @@ def embedding_map(df: pd.DataFrame, *, color_by: str | None = None, title: str |
         Default: "<kind> embeddings (PCA)".
     """
     from matplotlib.colors import LogNorm, Normalize
-
-    from recsys_utils.errors import ParameterError
 
     color_by = color_by or df.attrs.get("color_by", "popularity")
     if color_by not in df.columns:

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from recsys_utils.artifacts import RunPaths, atomic_path, load_run, project_root, read_json, read_parquet, write_json, write_parquet
+from recsys_utils.io import atomic_path, project_root, read_json, read_parquet, write_json, write_parquet
+from recsys_utils.runs.layout import RunPaths, load_run
 from recsys_utils.errors import RunError
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys_utils import synthetic
-from recsys_utils.baselines import fit_baselines
-from recsys_utils.encoding import Encoders
-from recsys_utils.recommend import FactorModel, seen_matrix
-from recsys_utils.split import split_ratings
+from recsys_utils.data import synthetic
+from recsys_utils.data.encoding import EncodedRatings, Encoders
+from recsys_utils.data.split import split_ratings
+from recsys_utils.models.baselines import fit_baselines
+from recsys_utils.models.factors import FactorModel, seen_matrix
+from recsys_utils.models.keras.train import KerasRatingModel, TrainParams
 
 N = 10
 
@@ -30,14 +31,12 @@ def data():
 
 def _fit(name: str, data, seed: int) -> FactorModel:
     enc, train, valid = data
+    rows = EncodedRatings.from_frame(train, enc.n_users, enc.n_products)
     if name in ("mf_bias", "mf_dot"):
-        from recsys_utils.train import train_model
-
-        result = train_model(train, valid, enc.n_users, enc.n_products, embedding_dim=8, epochs=3, batch_size=512,
-                             use_bias=name == "mf_bias", seed=seed, verbose=0)
-        return FactorModel.from_keras(result.model)
-    return fit_baselines(train["user_idx"], train["product_idx"], train["rating"], enc.n_users, enc.n_products,
-                         seed=seed)[name]
+        params = TrainParams(embedding_dim=8, epochs=3, batch_size=512, use_bias=name == "mf_bias", seed=seed)
+        held_out = EncodedRatings.from_frame(valid, enc.n_users, enc.n_products, drop_unknown=True)
+        return KerasRatingModel(params, verbose=0).fit(rows, held_out)
+    return fit_baselines(rows, seed=seed)[name]
 
 
 PREDICTORS = ["global_mean", "bias", "popularity", "random", "mf_dot", "mf_bias"]

@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.encoding: vocabularies, unknown IDs, and the JSON round trip."""
+"""Tests of recsys_utils.data.encoding: vocabularies, unknown IDs, and the JSON round trip."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_utils.encoding import UNKNOWN_INDEX, Encoders, IdEncoder
+from recsys_utils.data.encoding import UNKNOWN_INDEX, Encoders, IdEncoder
 from recsys_utils.errors import ParameterError, RunError, UnknownIDError
 
 IDS = ["B00X", "0594481813", "A1", "594481813", "0594481813", "B00X", "a0"]

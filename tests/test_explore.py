@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.explore: similar products, explanations, the embedding map, the panel.
+"""Tests of recsys_utils.explore (Explorer, planted, panel): similar products, explanations, the embedding map, the panel.
 
 Three kinds of evidence:
 
@@ -28,10 +28,12 @@ import pytest
 from matplotlib.colors import LogNorm
 
 from recsys_utils import explore, plots
-from recsys_utils.encoding import Encoders, IdEncoder
+from recsys_utils.data.encoding import Encoders, IdEncoder
 from recsys_utils.errors import ParameterError, UnknownIDError
-from recsys_utils.recommend import FactorModel, recommend_for_user
-from recsys_utils.synthetic import generate_ratings, write_sample
+from recsys_utils.models.factors import FactorModel
+from recsys_utils.retrieval.serve import recommend_for_user
+from recsys_utils.data.sample import write_sample
+from recsys_utils.data.synthetic import generate_ratings
 
 matplotlib.use("Agg")
 
@@ -50,7 +52,7 @@ TINY_TRAIN = pd.DataFrame(
 )
 
 
-def tiny_parts() -> explore.ModelParts:
+def tiny_parts() -> explore.Explorer:
     # Every weight is a dyadic fraction, exact in float32, so score sums are exact too.
     model = FactorModel(
         user_factors=np.array([[0.5, 0.25], [1.0, -0.5], [0.0, 0.0]]),
@@ -61,11 +63,11 @@ def tiny_parts() -> explore.ModelParts:
         link="sigmoid",
     )
     enc = Encoders(IdEncoder.from_ids(UIDS, "user"), IdEncoder.from_ids(PIDS, "product"))
-    return explore.ModelParts(model, enc, TINY_TRAIN.copy())
+    return explore.Explorer(model, enc, TINY_TRAIN.copy())
 
 
 def test_similar_products_hand_worked():
-    got = explore.similar_products(tiny_parts(), PIDS[0], n=10)
+    got = tiny_parts().similar_products(PIDS[0], n=10)
     assert got.columns.tolist() == ["rank", "product_id", "similarity", "n_ratings", "mean_rating"]
     # P0 itself and the never-rated P5 (cosine ≈ 1) are not candidates; 4 remain.
     assert got["product_id"].tolist() == [PIDS[1], PIDS[4], PIDS[2], PIDS[3]]
@@ -73,37 +75,37 @@ def test_similar_products_hand_worked():
     assert got["n_ratings"].tolist() == [2, 1, 1, 1]
     np.testing.assert_allclose(got["mean_rating"], [3.5, 5.0, 3.0, 1.0])
     assert got["rank"].tolist() == [1, 2, 3, 4]
-    top2 = explore.similar_products(tiny_parts(), PIDS[0], n=2)
+    top2 = tiny_parts().similar_products(PIDS[0], n=2)
     assert top2["product_id"].tolist() == [PIDS[1], PIDS[4]]
 
 
 def test_similar_products_min_ratings_keeps_only_popular_candidates():
-    got = explore.similar_products(tiny_parts(), PIDS[0], n=10, min_ratings=2)
+    got = tiny_parts().similar_products(PIDS[0], n=10, min_ratings=2)
     assert got["product_id"].tolist() == [PIDS[1]]  # the only product rated twice
 
 
 def test_unknown_and_never_rated_products_are_clear_errors():
     parts = tiny_parts()
     with pytest.raises(UnknownIDError, match="'B0NOTTHERE'.*not in the training data"):
-        explore.similar_products(parts, "B0NOTTHERE")
+        parts.similar_products("B0NOTTHERE")
     with pytest.raises(UnknownIDError, match="B000000005.*in the vocabulary but has no training ratings"):
-        explore.similar_products(parts, PIDS[5])
+        parts.similar_products(PIDS[5])
     with pytest.raises(UnknownIDError, match="user 'NOBODY'"):
-        explore.explain(parts, "NOBODY", PIDS[0])
+        parts.explain("NOBODY", PIDS[0])
     with pytest.raises(UnknownIDError, match="product 'B0NOTTHERE'"):
-        explore.explain(parts, "U0", "B0NOTTHERE")
+        parts.explain("U0", "B0NOTTHERE")
     with pytest.raises(ParameterError, match="n=0: expected a positive integer"):
-        explore.similar_products(parts, PIDS[0], n=0)
+        parts.similar_products(PIDS[0], n=0)
 
 
 def test_run_without_the_needed_attributes_is_refused():
     with pytest.raises(ParameterError, match="without factor_model, encoders, train"):
-        explore.similar_products(object(), PIDS[0])
+        explore.Explorer.of(object())
 
 
 def test_explain_hand_worked():
     parts = tiny_parts()
-    e = explore.explain(parts, "U0", PIDS[0], n=2)
+    e = parts.explain("U0", PIDS[0], n=2)
     # U0 rated P1 5★ (cos 0.7071), P2 3★ (cos 0), P3 1★ (cos -1): the two most similar first.
     assert e.similar_rated.columns.tolist() == ["product_id", "similarity", "rating"]
     assert e.similar_rated["product_id"].tolist() == [PIDS[1], PIDS[2]]
@@ -123,20 +125,20 @@ def test_explain_hand_worked():
 def test_explain_leaves_out_the_product_itself_and_handles_users_without_ratings():
     parts = tiny_parts()
     # U1 rated P1 itself: left out. cos(P1, P4) = 7 / (√2 · 5) = 0.98995, cos(P1, P0) = 0.7071.
-    e = explore.explain(parts, "U1", PIDS[1], n=3)
+    e = parts.explain("U1", PIDS[1], n=3)
     assert e.similar_rated["product_id"].tolist() == [PIDS[4], PIDS[0]]
     np.testing.assert_allclose(e.similar_rated["similarity"], [7 / (5 * math.sqrt(2)), 1 / math.sqrt(2)], atol=1e-6)
-    empty = explore.explain(parts, "U2", PIDS[0])
+    empty = parts.explain("U2", PIDS[0])
     assert empty.similar_rated.empty
     assert "U2 rated no other product in training" in empty.text
     assert empty.decomposition["dot_product"] == 0.0  # U2's factors are zero
-    untrained = explore.explain(parts, "U0", PIDS[5])
+    untrained = parts.explain("U0", PIDS[5])
     assert "B000000005 has no training ratings" in untrained.text
 
 
 def test_explanations_table_rows_repeat_explain():
     parts = tiny_parts()
-    table = explore.explanations_table(parts, "U0", [PIDS[0], PIDS[4]], n=1)
+    table = parts.explanations_table("U0", [PIDS[0], PIDS[4]], n=1)
     assert table.columns.tolist() == ["product_id", "predicted_stars", "global_bias", "user_bias", "product_bias",
                                       "dot_product", "because"]
     assert table["product_id"].tolist() == [PIDS[0], PIDS[4]]
@@ -148,7 +150,7 @@ def test_explanations_table_rows_repeat_explain():
 
 # --------------------------------------------------------------------------- brute force
 @pytest.fixture(scope="module")
-def random_parts() -> explore.ModelParts:
+def random_parts() -> explore.Explorer:
     rng = np.random.default_rng(11)
     n_users, n_products, d = 40, 200, 6
     model = FactorModel(rng.standard_normal((n_users, d)), rng.standard_normal((n_products, d)),
@@ -162,7 +164,7 @@ def random_parts() -> explore.ModelParts:
                           "rating": rng.integers(1, 6, len(users)).astype(float)})
     train = train.drop_duplicates(["user_id", "product_id"]).reset_index(drop=True)
     enc = Encoders(IdEncoder.from_ids(uids, "user"), IdEncoder.from_ids(pids, "product"))
-    return explore.ModelParts(model, enc, train)
+    return explore.Explorer(model, enc, train)
 
 
 def _dense_cosine(x: np.ndarray) -> np.ndarray:
@@ -176,7 +178,7 @@ def test_similar_products_match_a_brute_force_reference(random_parts):
     ids = random_parts.encoders.products.ids
     counts = random_parts.train["product_id"].value_counts()
     for p in (0, 17, 199):
-        got = explore.similar_products(random_parts, ids[p], n=7)
+        got = random_parts.similar_products(ids[p], n=7)
         sims = cos[p].copy()
         sims[p] = -np.inf
         order = np.lexsort((np.arange(len(sims)), -sims))[:7]
@@ -198,7 +200,7 @@ def test_group_agreement_matches_brute_force_in_any_block_size(random_parts):
     sizes = np.bincount(group_of[keep]).astype(float)
     exact_chance = float((sizes * (sizes - 1)).sum() / (len(keep) * (len(keep) - 1)))
     for block_size in (7, 1024):
-        got = explore.group_agreement(random_parts, groups, n=6, min_ratings=5, block_size=block_size)
+        got = explore.planted.group_agreement(random_parts, groups, n=6, min_ratings=5, block_size=block_size)
         assert got.n_items == len(keep)
         assert got.agreement == pytest.approx(expected, abs=1e-12)
         assert got.chance == pytest.approx(exact_chance, abs=1e-12)
@@ -212,7 +214,7 @@ def test_explain_decomposition_adds_up_to_the_model_score(random_parts):
     scores = model.score(users, products)
     stars = model.predict(users, products)
     for u, p, s, st in zip(users, products, scores, stars):
-        d = explore.explain(random_parts, enc.users.ids[u], enc.products.ids[p]).decomposition
+        d = random_parts.explain(enc.users.ids[u], enc.products.ids[p]).decomposition
         assert d["score"] == s
         assert math.fsum([d["global_bias"], d["user_bias"], d["product_bias"], d["dot_product"]]) == pytest.approx(
             s, abs=1e-12)
@@ -223,7 +225,7 @@ def test_explain_decomposition_adds_up_to_the_model_score(random_parts):
 
 # --------------------------------------------------------------------------- embedding map
 def test_embedding_map_is_the_pca_projection(random_parts):
-    df = explore.embedding_map(random_parts, "product", "mean_rating")
+    df = random_parts.embedding_map("product", "mean_rating")
     assert df.columns.tolist() == ["id", "x", "y", "popularity", "mean_rating"]
     # Reference PCA from the covariance matrix's eigenvectors (not an SVD).
     x = random_parts.factor_model.product_factors.astype(np.float64)
@@ -243,49 +245,46 @@ def test_embedding_map_is_the_pca_projection(random_parts):
 
 
 def test_embedding_map_samples_users_and_skips_untrained_rows(random_parts):
-    df = explore.embedding_map(random_parts, kind="user", max_points=25, seed=1)
+    df = random_parts.embedding_map(kind="user", max_points=25, seed=1)
     assert len(df) == 25 and df["id"].is_unique
     assert set(df["id"]) <= set(random_parts.encoders.users.ids)
     assert df["popularity"].is_monotonic_increasing
-    assert explore.embedding_map(random_parts, kind="user", max_points=25, seed=1).equals(df)
-    tiny = explore.embedding_map(tiny_parts())
+    assert random_parts.embedding_map(kind="user", max_points=25, seed=1).equals(df)
+    tiny = tiny_parts().embedding_map()
     assert PIDS[5] not in set(tiny["id"]) and len(tiny) == 5  # the never-rated product is left out
     with pytest.raises(ParameterError, match="kind='item': expected one of product, user"):
-        explore.embedding_map(random_parts, kind="item")
+        random_parts.embedding_map(kind="item")
     with pytest.raises(ParameterError, match="color_by='group': expected one of popularity, mean_rating"):
-        explore.embedding_map(random_parts, color_by="group")
+        random_parts.embedding_map(color_by="group")
 
 
 def test_plot_embedding_map_uses_a_log_scale_for_popularity(random_parts):
     import matplotlib.pyplot as plt
 
-    fig = plots.embedding_map(explore.embedding_map(random_parts, color_by="popularity"))
+    fig = plots.embedding_map(random_parts.embedding_map(color_by="popularity"))
     points = fig.axes[0].collections[0]
     assert isinstance(points.norm, LogNorm)
     assert len(points.get_offsets()) == random_parts.encoders.n_products
     assert "variance" in fig.axes[0].get_xlabel()
     plt.close(fig)
-    fig = plots.embedding_map(explore.embedding_map(random_parts, color_by="mean_rating"))
+    fig = plots.embedding_map(random_parts.embedding_map(color_by="mean_rating"))
     assert not isinstance(fig.axes[0].collections[0].norm, LogNorm)
     assert fig.axes[1].get_ylabel() == "mean training rating"
     plt.close(fig)
     with pytest.raises(ParameterError, match="color_by='nope'"):
-        plots.embedding_map(explore.embedding_map(random_parts), color_by="nope")
+        plots.embedding_map(random_parts.embedding_map(), color_by="nope")
 
 
 # --------------------------------------------------------------------------- planted groups
 def test_planted_groups_found_next_to_the_data_file(tmp_path):
     data = generate_ratings(n_users=50, n_products=30, n_ratings=400, n_groups=3, seed=2)
     path = write_sample(tmp_path / "ratings.csv", data)
-    parts = tiny_parts()
-    parts.params = {"data_path": str(path)}
-    groups = explore.planted_groups(parts)
+    groups = explore.planted_groups(path)
     expected = data.products.set_index("product_id")["group"]
     assert groups.to_dict() == expected.to_dict()  # IDs as strings, leading zeros kept
     (tmp_path / "other").mkdir()
-    parts.params = {"data_path": str(tmp_path / "other" / "ratings.csv")}
-    assert explore.planted_groups(parts) is None
-    assert explore.planted_groups(tiny_parts()) is None  # no params at all
+    assert explore.planted_groups(tmp_path / "other" / "ratings.csv") is None
+    assert explore.planted_groups("") is None  # no data path at all
     (tmp_path / "bad.csv").write_text("asin,cat\nB1,2\n")
     with pytest.raises(ParameterError, match="expected product_id and group"):
         explore.read_groups(tmp_path / "bad.csv")
@@ -296,17 +295,20 @@ class Trained:
     """A model trained on generated ratings with 10 planted product groups."""
 
     def __init__(self) -> None:
-        from recsys_utils.split import split_ratings
-        from recsys_utils.train import train_model
+        from recsys_utils.data.encoding import EncodedRatings
+        from recsys_utils.data.split import split_ratings
+        from recsys_utils.models.keras.train import KerasRatingModel, TrainParams
 
         self.data = generate_ratings(n_users=3000, n_products=600, n_ratings=60_000, n_groups=10, seed=5)
         split = split_ratings(self.data.ratings, "random", seed=5)
         enc = Encoders.fit(split.train)
         train, valid = enc.encode(split.train), enc.encode(split.valid)
         started = time.perf_counter()
-        result = train_model(train, valid, enc.n_users, enc.n_products, embedding_dim=32, seed=5, verbose=0)
+        fm = KerasRatingModel(TrainParams(embedding_dim=32, seed=5), verbose=0).fit(
+            EncodedRatings.from_frame(train, enc.n_users, enc.n_products),
+            EncodedRatings.from_frame(valid, enc.n_users, enc.n_products, drop_unknown=True))
         self.seconds = time.perf_counter() - started
-        self.parts = explore.ModelParts(FactorModel.from_keras(result.model), enc, train)
+        self.parts = explore.Explorer(fm, enc, train)
         self.groups = self.data.products.set_index("product_id")["group"]
 
 
@@ -328,7 +330,7 @@ def test_learned_neighbours_share_the_planted_group_far_above_chance(trained):
     chance_sq = float((share**2).sum())  # two random products share a group: ≈ 0.10 for 10 groups
     sizes = np.bincount(g).astype(float)
     exact = float((sizes * (sizes - 1)).sum() / (len(g) * (len(g) - 1)))
-    got = explore.group_agreement(parts, groups, n=10, min_ratings=20)
+    got = explore.planted.group_agreement(parts, groups, n=10, min_ratings=20)
     print(f"\nneighbours: {got.agreement:.3f} same group over {got.n_items} products with >= 20 ratings; "
           f"chance {exact:.3f} exact, {chance_sq:.3f} Σ share²; training {trained.seconds:.1f} s")
     assert got.agreement == pytest.approx(float(same.mean()), abs=1e-12)
@@ -348,11 +350,11 @@ def test_explanations_point_to_the_recommended_products_group(trained):
         user_groups = groups.loc[rated[user]].to_numpy()
         recs = recommend_for_user(parts.factor_model, parts.encoders, _seen(parts), user, 5)
         for pid in recs["product_id"]:
-            e = explore.explain(parts, user, pid, n=3)
+            e = parts.explain(user, pid, n=3)
             hits.extend(groups.loc[e.similar_rated["product_id"]].to_numpy() == groups[pid])
             chance.append(float(np.mean(user_groups == groups[pid])))  # 3 random picks from the user's ratings
     agreement, chance_rate = float(np.mean(hits)), float(np.mean(chance))
-    summary = explore.explanation_group_agreement(parts, groups, n_users=300, top_n=10, n=3)
+    summary = explore.planted.explanation_group_agreement(parts, groups, n_users=300, top_n=10, n=3)
     print(f"\nexplanations: {agreement:.3f} same group over {len(chance)} recommendations vs chance "
           f"{chance_rate:.3f}; explanation_group_agreement: {summary.agreement:.3f} vs {summary.chance:.3f} "
           f"(best possible {summary.best_possible:.3f}, Σ share² {summary.chance_share_squared:.3f})")
@@ -362,8 +364,8 @@ def test_explanations_point_to_the_recommended_products_group(trained):
     assert summary.best_possible <= 1 and summary.n_items == 3000
 
 
-def _seen(parts: explore.ModelParts):
-    from recsys_utils.recommend import seen_matrix
+def _seen(parts: explore.Explorer):
+    from recsys_utils.models.factors import seen_matrix
 
     t = parts.train
     return seen_matrix(t["user_idx"].to_numpy(), t["product_idx"].to_numpy(), parts.encoders.n_users,
@@ -407,10 +409,10 @@ def test_in_a_kernel_the_panel_works_and_only_a_frontend_cell_id_counts_as_live(
     code = f"""
 import json, pandas as pd
 from recsys_utils import explore
-from recsys_utils.encoding import Encoders
-from recsys_utils.recommend import FactorModel
+from recsys_utils.data.encoding import Encoders
+from recsys_utils.models.factors import FactorModel
 d = {str(tmp_path)!r}
-parts = explore.ModelParts(FactorModel.load(d + '/f.npz'), Encoders.load(d + '/e.json'), pd.read_parquet(d + '/t.parquet'))
+parts = explore.Explorer(FactorModel.load(d + '/f.npz'), Encoders.load(d + '/e.json'), pd.read_parquet(d + '/t.parquet'))
 panel = explore.recommendation_panel(parts, ['U0', 'U1'], top_n=2)
 before = len(panel.output.outputs)
 panel.slider.value = 1

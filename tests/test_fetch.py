@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.fetch against a local HTTP server on 127.0.0.1: a plain download,
+"""Tests of recsys_utils.data.fetch against a local HTTP server on 127.0.0.1: a plain download,
 an interrupted transfer that resumes with a Range request, checksum and size mismatches,
 and the published addresses. Nothing here touches the internet.
 """
@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from recsys_utils import cli
-from recsys_utils.fetch import FetchError, download, fetch_dataset, source_url
+from recsys_utils.data.fetch import FetchError, download, fetch_dataset, source_url
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -134,7 +134,7 @@ def test_published_addresses():
 
 
 def test_fetch_command_downloads_into_the_out_folder(server, tmp_path, monkeypatch):
-    from recsys_utils import fetch
+    from recsys_utils.data import fetch
 
     monkeypatch.setitem(fetch.SOURCES, "amazon-2014", {"ratings": server.url + "/ratings_{category}.csv"})
     assert cli.main(["-q", "fetch", "amazon-2014", "--category", "Electronics", "--out", str(tmp_path),

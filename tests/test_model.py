@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.model: rating scaling, the Keras model, its L2 penalty, save/load, weights."""
+"""Tests of recsys_utils.models.keras.model: rating scaling, the Keras model, its L2 penalty, save/load, weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recsys_utils.errors import ParameterError
-from recsys_utils.model import (
+from recsys_utils.models.keras.model import (
     GLOBAL_BIAS,
     PRODUCT_BIAS,
     PRODUCT_EMBEDDING,

@@ -1,4 +1,4 @@
-"""The notebooks in git: no outputs, one literal parameters cell, defaults as in RunConfig."""
+"""The notebooks in git: no outputs, one literal parameters cell declaring exactly its stage's RunConfig fields."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from recsys_utils.config import RunConfig
-from recsys_utils.pipeline import NOTEBOOK_STEMS, PIPELINE_PARAMETERS, notebook_parameters, notebooks_dir
+from recsys_utils.config import NOTEBOOK_STEMS, RunConfig
+from recsys_utils.models.keras.train import TrainParams
+from recsys_utils.runs.pipeline import PIPELINE_PARAMETERS, notebooks_dir
 
 NOTEBOOKS = [notebooks_dir() / f"{stem}.ipynb" for stem in NOTEBOOK_STEMS]
+
+
+def notebook_parameters(path: Path) -> dict:
+    """Name -> literal value of each assignment in the notebook's parameters cell, read here with ast."""
+    nb = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    tree = ast.parse(cell.source)
+    return {t.id: ast.literal_eval(node.value) for node in tree.body for t in node.targets}
 
 
 def test_the_five_numbered_notebooks_exist():
@@ -53,6 +62,30 @@ def test_notebook_defaults_match_run_config(path: Path):
         assert value == defaults[name], f"{path.name}: {name} = {value!r}, RunConfig says {defaults[name]!r}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_declares_exactly_the_parameters_of_its_stage(path: Path):
+    declared = [name for name in notebook_parameters(path) if name not in PIPELINE_PARAMETERS]
+    assert sorted(declared) == sorted(RunConfig.stage_names(path.stem))
+    assert RunConfig().for_notebook(path.stem) == {name: notebook_parameters(path)[name] for name in declared}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_declared_parameter(path: Path):
+    import papermill as pm
+
+    assert set(pm.inspect_notebook(str(path))) == set(notebook_parameters(path))
+
+
 def test_every_run_parameter_is_used_by_some_notebook():
     declared = set().union(*(notebook_parameters(p) for p in NOTEBOOKS))
     assert set(RunConfig.names()) <= declared
+    assert all(RunConfig.stage_names(stem) for stem in NOTEBOOK_STEMS)
+
+
+def test_training_defaults_are_written_once():
+    # RunConfig and notebook 03 agree with TrainParams, the one place the defaults are written
+    declared = notebook_parameters(notebooks_dir() / "03_training.ipynb")
+    for name, value in vars(TrainParams()).items():
+        if name in declared:
+            assert declared[name] == value, name
+            assert getattr(RunConfig(), name) == value, name

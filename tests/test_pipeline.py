@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_utils import synthetic
+from recsys_utils.data import sample, synthetic
 from recsys_utils.cli import main
-from recsys_utils.pipeline import NOTEBOOK_STEMS, resolve_config, run_pipeline
+from recsys_utils.config import NOTEBOOK_STEMS, resolve_config
+from recsys_utils.runs.pipeline import run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ SMALL = {"epochs": "3", "min_user_ratings": "2", "min_product_ratings": "2", "em
 def small_data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     data = synthetic.generate_ratings(n_users=400, n_products=150, n_ratings=4000, n_groups=5, seed=3)
-    return synthetic.write_sample(folder / "ratings.csv", data)
+    return sample.write_sample(folder / "ratings.csv", data)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from recsys_utils import plots, synthetic  # noqa: E402
+from recsys_utils import plots
+from recsys_utils.data import synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.recommend: scoring, top-N, seen-item masking, and the all-users table.
+"""Tests of FactorModel, the top-N kernel and recsys_utils.retrieval.serve: scoring, top-N, seen-item masking, and the all-users table.
 
 Every result is compared with a plain reference written here: a Python loop over
 products, a full sort with the documented tie-break, or numbers worked by hand.
@@ -10,17 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_utils.encoding import Encoders, IdEncoder
+from recsys_utils.data.encoding import Encoders, IdEncoder
 from recsys_utils.errors import ParameterError, UnknownIDError
-from recsys_utils.recommend import (
-    FactorModel,
-    default_block_size,
-    popular_products,
-    recommend_all,
-    recommend_for_user,
-    seen_matrix,
-    top_n,
-)
+from recsys_utils.models.factors import FactorModel, default_block_size, seen_matrix
+from recsys_utils.models.topk import top_n
+from recsys_utils.retrieval.serve import popular_products, recommend_all, recommend_for_user
 
 N_USERS, N_PRODUCTS, DIM = 23, 40, 5
 FULL_USER = 4  # has rated every product
@@ -144,10 +138,10 @@ def test_predict_equals_the_written_out_formula(link):
         assert min(raw) < 1.0 or max(raw) > 5.0
 
 
-# ------------------------------------------------------------------ from_keras
+# ------------------------------------------------------------------ to_factor_model
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_from_keras_scores_equal_model_predict(use_bias):
-    from recsys_utils.model import build_model
+def test_to_factor_model_scores_equal_model_predict(use_bias):
+    from recsys_utils.models.keras.model import build_model, to_factor_model
 
     model = build_model(N_USERS, N_PRODUCTS, DIM, use_bias=use_bias, initial_mean=0.8, seed=0)
     rng = np.random.default_rng(3)
@@ -157,13 +151,13 @@ def test_from_keras_scores_equal_model_predict(use_bias):
             layer.set_weights([rng.normal(0, 0.7, np.shape(w)).astype(np.float32) for w in weights])
     u, p = (a.ravel() for a in np.meshgrid(np.arange(N_USERS), np.arange(N_PRODUCTS), indexing="ij"))
     keras_stars = 1.0 + 4.0 * model.predict([u.astype(np.int32), p.astype(np.int32)], verbose=0).ravel()
-    fm = FactorModel.from_keras(model)
+    fm = to_factor_model(model)
     assert fm.link == "sigmoid" and fm.name == model.name
     assert fm.dim == DIM and fm.n_users == N_USERS and fm.n_products == N_PRODUCTS
     assert keras_stars.min() < 2.0 and keras_stars.max() > 4.0  # a wide spread of predictions
     np.testing.assert_allclose(fm.predict(u, p), keras_stars, rtol=0, atol=1e-5)
     # and on another star scale: 0..10 means 10 · the unit output
-    fm10 = FactorModel.from_keras(model, rating_min=0.0, rating_max=10.0)
+    fm10 = to_factor_model(model, rating_min=0.0, rating_max=10.0)
     np.testing.assert_allclose(fm10.predict(u, p), 10.0 * (keras_stars - 1.0) / 4.0, rtol=0, atol=2.5e-5)
     if not use_bias:
         assert fm.global_bias == 0.0 and not fm.user_bias.any() and not fm.product_bias.any()

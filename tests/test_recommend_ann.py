@@ -1,4 +1,4 @@
-"""Tests of the approximate recommender (AnnIndex, ``FactorModel.recommend(method="ann")``).
+"""Tests of recsys_utils.retrieval.ann: the approximate recommender AnnIndex, which answers FactorModel's recommend().
 
 FAISS is in the dev extra, so these run in CI. At full-recall settings the approximate lists
 must equal the exact ones; at reduced recall they must still never hold a seen product, be
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from recsys_utils.errors import ParameterError
-from recsys_utils.recommend import AnnIndex, FactorModel, recall_at_n, seen_matrix
+from recsys_utils.models.factors import FactorModel, seen_matrix
+from recsys_utils.retrieval.ann import AnnIndex, recall_at_n
 
 N_USERS, N_PRODUCTS, DIM = 300, 2000, 8
 HEAVY_USER = 7  # rated all but 5 products: more than max_fetch, so the exact path serves it
@@ -77,7 +78,7 @@ def assert_valid(fm, idx, stars, seen, users, n):
 def test_full_recall_settings_equal_exact(fm, seen, params):
     users = np.arange(N_USERS)
     e_idx, e_stars = fm.recommend(users, 10, seen=seen)
-    a_idx, a_stars = fm.recommend(users, 10, seen=seen, method="ann", ann_params=dict(params, max_fetch=512))
+    a_idx, a_stars = AnnIndex(fm, **dict(params, max_fetch=512)).recommend(users, 10, seen=seen)
     np.testing.assert_array_equal(a_idx, e_idx)
     np.testing.assert_allclose(a_stars, e_stars, rtol=0, atol=1e-5)
     assert np.all(a_idx[FULL_USER] == -1) and np.all(np.isnan(a_stars[FULL_USER]))
@@ -89,7 +90,7 @@ def test_identity_link_and_without_seen(fm):
     fm2 = model(seed=3, link="identity")
     users = np.array([5, 0, 299, 5])
     e_idx, e_stars = fm2.recommend(users, 7)
-    a_idx, a_stars = fm2.recommend(users, 7, method="ann", ann_params={"kind": "ivf", "nlist": 8, "nprobe": 8})
+    a_idx, a_stars = AnnIndex(fm2, kind="ivf", nlist=8, nprobe=8).recommend(users, 7)
     np.testing.assert_array_equal(a_idx, e_idx)
     np.testing.assert_allclose(a_stars, e_stars, atol=1e-5)
 
@@ -122,17 +123,7 @@ def test_recall_at_n_by_hand():
         recall_at_n(approx[:, :2], exact)
 
 
-def test_index_is_cached_per_parameters(fm):
-    a = fm.ann_index(kind="flat")
-    assert fm.ann_index(kind="flat") is a
-    assert fm.ann_index(kind="ivf", nlist=4) is not a
-
-
 def test_bad_parameters(fm):
-    with pytest.raises(ParameterError, match="method"):
-        fm.recommend(np.array([0]), 3, method="approx")
-    with pytest.raises(ParameterError, match="ann_params"):
-        fm.recommend(np.array([0]), 3, ann_params={"nprobe": 4})
     with pytest.raises(ParameterError, match="kind"):
         AnnIndex(fm, kind="lsh")
     with pytest.raises(ParameterError, match="nprobe"):
@@ -142,7 +133,7 @@ def test_bad_parameters(fm):
 def test_more_than_the_catalog(fm):
     small = FactorModel(fm.user_factors[:3], fm.product_factors[:4], fm.user_bias[:3], fm.product_bias[:4])
     e_idx, e_stars = small.recommend(np.arange(3), 6)
-    a_idx, a_stars = small.recommend(np.arange(3), 6, method="ann", ann_params={"kind": "flat"})
+    a_idx, a_stars = AnnIndex(small, kind="flat").recommend(np.arange(3), 6)
     np.testing.assert_array_equal(a_idx, e_idx)
     np.testing.assert_allclose(a_stars, e_stars, atol=1e-5)
 
@@ -158,21 +149,17 @@ def test_clear_error_without_faiss(fm, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_faiss)
     with pytest.raises(ImportError, match=r"pip install -e \.\[ann\]"):
-        fm.recommend(np.array([0]), 3, method="ann", ann_params={"kind": "flat", "seed": 99})
-    with pytest.raises(ImportError, match=r"\.\[ann\]"):
-        AnnIndex(fm)
+        AnnIndex(fm, kind="flat", seed=99)
 
 
 def test_recommend_all_with_a_full_recall_index_equals_exact(fm, seen):
     import pandas.testing as pdt
 
-    from recsys_utils.encoding import Encoders, IdEncoder
-    from recsys_utils.recommend import recommend_all
+    from recsys_utils.data.encoding import Encoders, IdEncoder
+    from recsys_utils.retrieval.serve import recommend_all
 
     enc = Encoders(IdEncoder.from_ids([f"U{i}" for i in range(fm.n_users)], "user"),
                    IdEncoder.from_ids([f"P{i}" for i in range(fm.n_products)], "product"))
     exact = recommend_all(fm, enc, seen, 5, progress=False)
-    approx = recommend_all(fm, enc, seen, 5, progress=False, method="ann", ann_params={"kind": "flat"})
+    approx = recommend_all(AnnIndex(fm, kind="flat"), enc, seen, 5, progress=False)
     pdt.assert_frame_equal(approx, exact)
-    with pytest.raises(ParameterError, match="method"):
-        recommend_all(fm, enc, seen, 5, progress=False, method="fast")

@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.split: each split method's guarantees, checked row by row against
+"""Tests of recsys_utils.data.split: each split method's guarantees, checked row by row against
 plain-Python reference computations, and describe_split on a hand-built example.
 """
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from recsys_utils.errors import ParameterError
-from recsys_utils.split import Split, describe_split, split_ratings
+from recsys_utils.data.split import Split, describe_split, split_ratings
 
 METHODS = ["random", "per_user", "temporal", "leave_last_out"]
 

@@ -6,13 +6,15 @@ import json
 
 import pytest
 
-from recsys_utils import synthetic
+from recsys_utils.config import parse_grid
+from recsys_utils.data import sample, synthetic
 from recsys_utils.errors import ParameterError
-from recsys_utils.sweep import parse_grid, run_sweep
+from recsys_utils.runs.sweep import POINT_STEMS, run_sweep
 
 
 def test_parse_grid_splits_fixed_and_swept_values_with_their_types():
-    fixed, grid = parse_grid({"embedding_dim": "16,32", "l2": "0, 1e-3", "epochs": "5", "use_bias": "true,false"})
+    fixed, grid = parse_grid({"embedding_dim": "16,32", "l2": "0, 1e-3", "epochs": "5", "use_bias": "true,false"},
+                             vary=POINT_STEMS)
     assert fixed == {"epochs": "5"}
     assert grid == {"embedding_dim": [16, 32], "l2": [0.0, 0.001], "use_bias": [True, False]}
 
@@ -29,13 +31,13 @@ def test_parse_grid_splits_fixed_and_swept_values_with_their_types():
 )
 def test_parse_grid_refuses_what_it_cannot_sweep(values, fragment):
     with pytest.raises(ParameterError, match=fragment):
-        parse_grid(values)
+        parse_grid(values, vary=POINT_STEMS)
 
 
 @pytest.mark.slow
 def test_small_sweep_shares_one_split_and_compares_every_point(tmp_path):
     data = synthetic.generate_ratings(n_users=300, n_products=100, n_ratings=3000, n_groups=4, seed=5)
-    path = synthetic.write_sample(tmp_path / "ratings.csv", data)
+    path = sample.write_sample(tmp_path / "ratings.csv", data)
     result = run_sweep(
         {"embedding_dim": "4,8", "epochs": "2", "min_user_ratings": "2", "min_product_ratings": "2"},
         data=path, sweep_name="s", reports_dir=tmp_path / "reports", progress=False,

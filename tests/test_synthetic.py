@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.synthetic: the generated default dataset and its CSV writer.
+"""Tests of recsys_utils.data.synthetic and data.sample: the generated default dataset and its CSV writer.
 
 Expectations are computed here independently of the generator (regexes, calendar
 arithmetic via pandas, k-core filtering and bias fitting written out in the test).
@@ -24,7 +24,8 @@ from recsys_utils.constants import (
     DEFAULT_USER_COL,
 )
 from recsys_utils.errors import ParameterError
-from recsys_utils.synthetic import SyntheticData, generate_ratings, write_sample
+from recsys_utils.data.sample import write_sample
+from recsys_utils.data.synthetic import SyntheticData, generate_ratings
 
 USER_ID = re.compile(r"^A[0-9A-Z]{13}$")
 PRODUCT_ID = re.compile(r"^(B0[0-9A-Z]{8}|0[0-9]{9})$")
@@ -270,7 +271,7 @@ def test_biases_and_planted_groups_are_learnable(default_data: tuple[SyntheticDa
 
 
 def test_generation_logs_an_info_line(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="recsys_utils.synthetic"):
+    with caplog.at_level(logging.INFO, logger="recsys_utils.data.synthetic"):
         generate_ratings(n_users=20, n_products=10, n_ratings=40, n_groups=2, seed=1)
     assert any("40 synthetic ratings" in r.getMessage() for r in caplog.records)
 

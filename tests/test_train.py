@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.train: the model learns, runs reproduce, early stopping restores the best epoch.
+"""Tests of recsys_utils.models.keras.train: the model learns, runs reproduce, early stopping restores the best epoch.
 
 The data is one small generated dataset (2 000 users, 500 products, 30 000 ratings), split
 at random and encoded once per module; every model is checked against RMSEs computed here
@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_utils.baselines import BiasBaseline
 from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
-from recsys_utils.encoding import Encoders
+from recsys_utils.data.encoding import EncodedRatings, Encoders
+from recsys_utils.data.split import split_ratings
+from recsys_utils.data.synthetic import generate_ratings
 from recsys_utils.errors import ParameterError
-from recsys_utils.model import extract_weights
-from recsys_utils.split import split_ratings
-from recsys_utils.synthetic import generate_ratings
-from recsys_utils.train import epoch_batches, train_model
+from recsys_utils.models.baselines import BiasBaseline
+from recsys_utils.models.factors import FactorModel
+from recsys_utils.models.keras.fast import epoch_batches
+from recsys_utils.models.keras.model import extract_weights
+from recsys_utils.models.keras.train import KerasRatingModel, TrainParams, train_model
 
 DATA_SEED = 3
 
@@ -60,12 +62,17 @@ def model_rmse(model, df: pd.DataFrame, **scale) -> float:
     return rmse(df["rating"], stars_of(model, df, **scale))
 
 
-def train(data: Data, valid="known", **kwargs):
-    """train_model on the module's data, silent; ``valid="known"`` gives the full validation split."""
-    kwargs.setdefault("verbose", 0)
-    return train_model(
-        data.train, data.valid if isinstance(valid, str) else valid, data.n_users, data.n_products, **kwargs
-    )
+def encoded(data: Data, df: pd.DataFrame, **kwargs) -> EncodedRatings:
+    """``df`` as EncodedRatings over the module's vocabularies."""
+    return EncodedRatings.from_frame(df, data.n_users, data.n_products, **kwargs)
+
+
+def train(data: Data, valid="known", *, verbose: int = 0, **kwargs):
+    """train_model on the module's data, silent; ``valid="known"`` gives the validation split
+    (its rows with IDs unseen in training dropped, as notebook 03 does)."""
+    valid = data.valid if isinstance(valid, str) else valid
+    valid = None if valid is None else encoded(data, valid, drop_unknown=True)
+    return train_model(encoded(data, data.train), valid, TrainParams(**kwargs), verbose=verbose)
 
 
 # ------------------------------------------------------------------ it learns
@@ -78,9 +85,7 @@ def default_fit(data):
 @pytest.fixture(scope="module")
 def baseline_rmses(data):
     gm = rmse(data.test["rating"], np.full(len(data.test), data.train["rating"].mean()))
-    bias = BiasBaseline().fit(
-        data.train[USER_INDEX_COL], data.train[PRODUCT_INDEX_COL], data.train["rating"], data.n_users, data.n_products
-    )
+    bias = BiasBaseline().fit(encoded(data, data.train))
     return gm, rmse(data.test["rating"], bias.predict(data.test[USER_INDEX_COL], data.test[PRODUCT_INDEX_COL]))
 
 
@@ -186,10 +191,9 @@ def test_history_rmse_is_in_the_units_of_the_rating_scale(data):
     # i.e. scaled by rating_max - rating_min = 8, not by the default 4 or left on [0, 1].
     doubled_train = data.train.assign(rating=data.train["rating"] * 2)
     doubled_valid = data.valid_known.assign(rating=data.valid_known["rating"] * 2)
-    res = train_model(
-        doubled_train, doubled_valid, data.n_users, data.n_products,
-        epochs=2, patience=0, rating_min=2.0, rating_max=10.0, verbose=0,
-    )
+    scale = dict(rating_min=2.0, rating_max=10.0)
+    res = train_model(encoded(data, doubled_train, **scale), encoded(data, doubled_valid, **scale),
+                      TrainParams(epochs=2, patience=0), verbose=0)
     independent = model_rmse(res.model, doubled_valid, rating_min=2.0, rating_max=10.0)
     assert independent > 1.0  # about twice the star RMSE, far from the unit-scale value
     assert res.history["val_rmse"][-1] == pytest.approx(independent, abs=2e-4)
@@ -227,7 +231,7 @@ def test_training_rows_with_unknown_ids_raise(data, column):
     bad = data.train.copy()
     bad.loc[bad.index[5], column] = -1
     with pytest.raises(ParameterError, match="-1"):
-        train_model(bad, data.valid, data.n_users, data.n_products, epochs=1, verbose=0)
+        encoded(data, bad)
 
 
 @pytest.mark.parametrize("kwargs, shown", [({"batch_size": 0}, "batch_size=0"), ({"epochs": 0}, "epochs=0"),
@@ -280,3 +284,36 @@ def test_epoch_batches_reshuffle_every_epoch():
     rng = np.random.default_rng(0)
     a, b = epoch_batches(1000, 100, rng), epoch_batches(1000, 100, rng)
     assert not np.array_equal(a, b) and np.array_equal(np.sort(a.ravel()), np.sort(b.ravel()))
+
+
+# ------------------------------------------------------------------ the fit contract
+def test_keras_rating_model_fit_returns_the_trained_weights_as_a_factor_model(data):
+    trainer = KerasRatingModel(TrainParams(epochs=2, patience=0), verbose=0, embedding_dim=8)
+    assert trainer.params.embedding_dim == 8 and trainer.name == "mf_bias"
+    fm = trainer.fit(encoded(data, data.train), encoded(data, data.valid, drop_unknown=True))
+    assert isinstance(fm, FactorModel) and fm.name == "mf_bias" and fm.dim == 8 and fm.link == "sigmoid"
+    # the factor model predicts what an independent NumPy pass over the Keras weights predicts
+    np.testing.assert_allclose(
+        fm.predict(data.test[USER_INDEX_COL].to_numpy(), data.test[PRODUCT_INDEX_COL].to_numpy()),
+        stars_of(trainer.model_, data.test), atol=1e-5)
+    assert len(trainer.result_.history["val_rmse"]) == 2
+    assert KerasRatingModel(use_bias=False).name == "mf_dot"
+
+
+def test_keras_rating_model_refuses_what_is_not_encoded_ratings(data):
+    with pytest.raises(ParameterError, match="expected EncodedRatings"):
+        KerasRatingModel(epochs=1).fit(data.train)
+    empty = encoded(data, data.train.head(0))
+    with pytest.raises(ParameterError, match="no training rows"):
+        KerasRatingModel(epochs=1).fit(empty)
+
+
+def test_factor_model_keeps_the_scale_of_the_training_rows(data):
+    doubled = encoded(data, data.train.assign(rating=data.train["rating"] * 2), rating_min=2.0, rating_max=10.0)
+    trainer = KerasRatingModel(TrainParams(epochs=1, patience=0), verbose=0)
+    fm = trainer.fit(doubled)
+    assert (fm.rating_min, fm.rating_max) == (2.0, 10.0)
+    u, p = data.test[USER_INDEX_COL].to_numpy(), data.test[PRODUCT_INDEX_COL].to_numpy()
+    stars = fm.predict(u, p)
+    np.testing.assert_allclose(stars, stars_of(trainer.model_, data.test, rating_min=2.0, rating_max=10.0), atol=1e-5)
+    assert stars.min() >= 2.0 and stars.max() <= 10.0 and stars.mean() > 5.0  # on the doubled scale

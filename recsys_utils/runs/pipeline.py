@@ -8,11 +8,9 @@ manifest and the index, and reports failure to the caller.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import datetime as dt
 import hashlib
-import html
 import json
 import logging
 import os
@@ -27,23 +25,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from recsys_utils.artifacts import RunPaths, project_root, read_json, write_json
-from recsys_utils.config import RunConfig
+from recsys_utils.config import NOTEBOOK_STEMS, RunConfig
+from recsys_utils.data.sample import resolve_data_path
 from recsys_utils.errors import ParameterError, RunError
+from recsys_utils.io import project_root, write_json
+from recsys_utils.runs.layout import RunPaths
+from recsys_utils.runs.report import render_html, write_index
 
-__all__ = [
-    "NOTEBOOK_STEMS",
-    "notebooks_dir",
-    "notebook_parameters",
-    "resolve_config",
-    "run_pipeline",
-    "render_html",
-    "RunResult",
-]
+__all__ = ["PIPELINE_PARAMETERS", "notebooks_dir", "run_pipeline", "RunResult"]
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_STEMS = ("01_eda", "02_encoding", "03_training", "04_evaluation", "05_recommendation")
 #: Parameters the pipeline itself supplies to every notebook that declares them.
 PIPELINE_PARAMETERS = ("run_dir",)
 _PACKAGES = (
@@ -54,54 +46,6 @@ _PACKAGES = (
 
 def notebooks_dir() -> Path:
     return project_root() / "notebooks"
-
-
-def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """The names and default values declared in a notebook's ``parameters`` cell."""
-    import papermill as pm
-
-    params = pm.inspect_notebook(str(path))
-    assigned = _assigned_names(path)
-    missed = [name for name in assigned if name not in params]
-    if missed:
-        raise RunError(
-            f"{path}: papermill cannot read parameter(s) {', '.join(missed)} in the parameters cell; "
-            "keep one 'name = literal' per line and no '=' inside comments"
-        )
-    out: dict[str, Any] = {}
-    for name, info in params.items():
-        try:
-            out[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            raise RunError(
-                f"{path}: parameter {name} = {info['default']} is not a plain literal; the parameters "
-                "cell may only hold literals (compute derived values in a later cell)"
-            ) from None
-    return out
-
-
-def _assigned_names(path: str | Path) -> list[str]:
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise RunError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
-    tree = ast.parse(cells[0].source)
-    return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
-
-
-def resolve_config(overrides: dict[str, Any] | None = None, data: str | Path | None = None) -> RunConfig:
-    """Defaults + overrides (+ ``--data``), validated, with the data path made absolute."""
-    overrides = dict(overrides or {})
-    if data is not None:
-        if "data_path" in overrides:
-            raise ParameterError("give the ratings file once: either --data or -p data_path, not both")
-        overrides["data_path"] = str(data)
-    cfg = RunConfig().with_overrides(overrides).validate()
-    if cfg.data_path:
-        cfg.data_path = str(Path(cfg.data_path).expanduser().resolve())
-    return cfg
 
 
 def _sha256(path: Path) -> str:
@@ -167,26 +111,6 @@ def _this_interpreter_kernel() -> Iterator[str]:
                 os.environ.pop("JUPYTER_PATH", None)
             else:
                 os.environ["JUPYTER_PATH"] = old
-
-
-def render_html(notebook: str | Path, html_path: str | Path, *, show_code: bool = True) -> Path:
-    """Render an executed notebook to one self-contained HTML file (images embedded)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    from recsys_utils.artifacts import atomic_path
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter(
-        embed_images=True,
-        exclude_input=not show_code,
-        exclude_input_prompt=not show_code,
-        exclude_output_prompt=not show_code,
-    )
-    body, _ = exporter.from_notebook_node(nb)
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(body, encoding="utf-8")
-    return Path(html_path)
 
 
 @dataclass
@@ -262,8 +186,6 @@ def run_pipeline(
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    from recsys_utils.data import resolve_data_path
-
     cfg = (config or RunConfig()).validate()
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
     unknown = [stem for stem in stems if stem not in NOTEBOOK_STEMS]
@@ -273,9 +195,6 @@ def run_pipeline(
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
         raise RunError(f"notebooks not found: {', '.join(missing)}")
-    declared = {p.stem: notebook_parameters(p) for p in sources}
-    _check_declared(declared)
-
     run_name = run_name or _default_run_name(cfg)
     if not run_name or "/" in run_name or run_name.startswith("."):
         raise ParameterError(f"run name {run_name!r}: expected a plain folder name")
@@ -315,13 +234,12 @@ def run_pipeline(
 
     save_state()
     ok = True
-    values = cfg.to_dict()
     with _this_interpreter_kernel() as kernel:
         for st, src in zip(statuses, sources):
             if not ok:
                 st.status = "skipped"
                 continue
-            params = {name: values[name] for name in declared[st.name] if name in values}
+            params = cfg.for_notebook(st.name)
             params["run_dir"] = str(paths.run_dir)
             out_nb = paths.notebook(st.name)
             log.info("running %s", st.name)
@@ -370,15 +288,6 @@ def _link_tree(src: Path, dst: Path) -> None:
                 shutil.copy2(f, dst / f.name)
 
 
-def _check_declared(declared: dict[str, dict[str, Any]]) -> None:
-    """Every notebook parameter must be a RunConfig field (or the pipeline's own)."""
-    names = set(RunConfig.names()) | set(PIPELINE_PARAMETERS)
-    for stem, params in declared.items():
-        extra = sorted(set(params) - names)
-        if extra:
-            raise RunError(f"{stem}.ipynb declares parameters that RunConfig lacks: {', '.join(extra)}")
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -389,77 +298,3 @@ def _input_info(path: Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": _sha256(path), "bytes": path.stat().st_size}
 
 
-# ----------------------------------------------------------------------------- index
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:1em 0;min-width:50%} th,td{border:1px solid #ddd;padding:.35em .7em;text-align:left}
-th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:#1a7f37;font-weight:600} .failed{color:#fff;background:#cf222e;font-weight:600}
-.skipped,.pending,.running{color:#888} .err{color:#cf222e;font-family:monospace;white-space:pre-wrap}
-tr.best td{background:#eef8f0}
-"""
-
-
-def write_index(paths: RunPaths, manifest: dict[str, Any]) -> Path:
-    """Write the run's front page: headline metrics, links to the reports, failures in red."""
-    e = html.escape
-    rows = []
-    for nb in manifest["notebooks"]:
-        link = paths.html(nb["name"])
-        name = f'<a href="{e(link.name)}">{e(nb["name"])}</a>' if link.exists() else e(nb["name"])
-        secs = f'{nb["seconds"]:.1f} s' if nb.get("seconds") is not None else ""
-        err = f'<div class="err">{e(nb["error"])}</div>' if nb.get("error") else ""
-        rows.append(
-            f'<tr><td>{name}{err}</td><td class="{e(nb["status"])}">{e(nb["status"])}</td>'
-            f'<td class="num">{secs}</td></tr>'
-        )
-    metrics_html = ""
-    if paths.metrics.exists():
-        try:
-            metrics_html = _metrics_table(read_json(paths.metrics))
-        except (RunError, KeyError, TypeError, ValueError):
-            metrics_html = "<p>metrics.json could not be read.</p>"
-    status = manifest.get("status", "running")
-    inp = manifest.get("input", {})
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(manifest["run_name"])} · recsys run</title>
-<style>{_CSS}</style></head><body>
-<h1>Run {e(manifest["run_name"])}</h1>
-<p class="sub">status <span class="{e(status)}">{e(status)}</span> · started {e(str(manifest.get("started")))}
- · finished {e(str(manifest.get("finished") or "—"))} · commit {e(str(manifest.get("git_commit")))}</p>
-<p>Input: <code>{e(str(inp.get("path")))}</code> (sha256 <code>{e(str(inp.get("sha256"))[:16])}…</code>)</p>
-<h2>Headline metrics</h2>
-{metrics_html or "<p>No metrics yet (04_evaluation has not finished).</p>"}
-<h2>Reports</h2>
-<table><tr><th>notebook</th><th>status</th><th>time</th></tr>
-{"".join(rows)}
-</table>
-<p>Parameters: <a href="params.json">params.json</a> · provenance: <a href="manifest.json">manifest.json</a></p>
-</body></html>
-"""
-    from recsys_utils.artifacts import atomic_path
-
-    with atomic_path(paths.index_html) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return paths.index_html
-
-
-def _metrics_table(metrics: dict[str, Any]) -> str:
-    e = html.escape
-    models = metrics["models"]
-    k = metrics.get("k", 10)
-    shown = ("rmse", "mae", f"ndcg@{k}", f"recall@{k}", f"hit_rate@{k}", "coverage")
-    cols = [c for c in metrics.get("columns", []) if c in shown and any(c in m for m in models.values())]
-    best = metrics.get("best_rating_model")
-    head = "".join(f"<th>{e(c)}</th>" for c in cols)
-    body = []
-    for name, vals in models.items():
-        cells = "".join(
-            f'<td class="num">{vals[c]:.4f}</td>' if isinstance(vals.get(c), (int, float)) else "<td>—</td>"
-            for c in cols
-        )
-        body.append(f'<tr class="{"best" if name == best else ""}"><td>{e(name)}</td>{cells}</tr>')
-    note = e(metrics.get("note", ""))
-    return (f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table><p>{note} "
-            "All metrics: <a href=\"04_evaluation.html\">04_evaluation</a>.</p>")

@@ -1,286 +1,23 @@
-"""Fitting the Keras model: seeding, input feeding, early stopping, history.
+"""The fast training engine: whole epochs in one XLA call, Adam applied only to the rows a batch looks up.
 
-Two engines fit the same Keras model with the same loss. ``"fast"`` (the default) runs
-each epoch as one XLA-compiled TensorFlow loop over batches cut from a fresh NumPy
-permutation and applies Adam only to the embedding rows a batch looked up (~1.9M
-ratings/s on 2 CPU cores at dim 32); ``"keras"`` is plain ``model.fit`` (~0.16M/s at the
-same batch), kept as the reference. ``benchmarks/bench_train.py`` measures both.
+~1.9M ratings/s on 2 CPU cores at dim 32, where ``model.fit`` manages ~0.16M
+(``benchmarks/bench_train.py``). It fits the same Keras model with the same loss;
+:func:`recsys_utils.models.keras.train.train_model` picks it with ``engine="fast"``.
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from recsys_utils.constants import (
-    DEFAULT_RATING_COL,
-    ENGINES,
-    PRODUCT_INDEX_COL,
-    RATING_MAX,
-    RATING_MIN,
-    USER_INDEX_COL,
-)
-from recsys_utils.errors import ParameterError, RunError
-from recsys_utils.model import (
-    PRODUCT_BIAS,
-    PRODUCT_EMBEDDING,
-    USER_BIAS,
-    USER_EMBEDDING,
-    build_model,
-    import_keras,
-    rating_to_unit,
-)
+from recsys_utils.errors import RunError
+from recsys_utils.models.keras.layers import PRODUCT_BIAS, PRODUCT_EMBEDDING, USER_BIAS, USER_EMBEDDING
 
-__all__ = ["set_seeds", "TrainResult", "train_model", "epoch_batches", "ENGINES"]
-
-log = logging.getLogger(__name__)
+__all__ = ["fit_fast", "epoch_batches"]
 
 
-def set_seeds(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and TensorFlow; with ``deterministic``, make TensorFlow's ops deterministic.
-
-    Op determinism is a process-wide switch, so ``deterministic=False`` turns it off again
-    if an earlier call turned it on (Keras refuses XLA while it is on).
-    """
-    keras = import_keras()
-    import tensorflow as tf
-
-    random.seed(seed)
-    np.random.seed(seed)
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        try:
-            tf.config.experimental.enable_op_determinism()
-        except AttributeError:  # pragma: no cover - very old TF
-            pass
-    else:
-        try:
-            from tensorflow.python.framework.config import disable_op_determinism
-        except ImportError:  # pragma: no cover - TF without the switch
-            return
-        disable_op_determinism()
-
-
-@dataclass
-class TrainResult:
-    """The fitted model and what happened while fitting it."""
-
-    model: Any
-    history: dict[str, list[float]]
-    best_epoch: int
-    stopped_early: bool
-    seconds: float
-    ratings_per_second: float
-    params: dict[str, Any] = field(default_factory=dict)
-    #: wall seconds of each epoch, validation included (the first also pays for compiling)
-    epoch_seconds: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "history": self.history,
-            "epoch_seconds": self.epoch_seconds,
-            "best_epoch": self.best_epoch,
-            "stopped_early": self.stopped_early,
-            "seconds": self.seconds,
-            "ratings_per_second": self.ratings_per_second,
-            "params": self.params,
-        }
-
-
-def _arrays(df: pd.DataFrame, rating_min: float, rating_max: float) -> tuple[list[np.ndarray], np.ndarray]:
-    u = df[USER_INDEX_COL].to_numpy(dtype=np.int32)
-    p = df[PRODUCT_INDEX_COL].to_numpy(dtype=np.int32)
-    if (u < 0).any() or (p < 0).any():
-        raise ParameterError(
-            "training rows must all have known user and product indices; drop rows with index -1 first"
-        )
-    y = rating_to_unit(df[DEFAULT_RATING_COL].to_numpy(), rating_min, rating_max).astype(np.float32)
-    return [u, p], y.reshape(-1, 1)
-
-
-def train_model(
-    train: pd.DataFrame,
-    valid: pd.DataFrame | None,
-    n_users: int,
-    n_products: int,
-    *,
-    embedding_dim: int = 32,
-    use_bias: bool = True,
-    l2: float = 0.005,
-    bias_l2: float = 0.02,
-    epochs: int = 60,
-    batch_size: int = 4096,
-    learning_rate: float = 0.02,
-    patience: int = 3,
-    seed: int = 42,
-    rating_min: float = RATING_MIN,
-    rating_max: float = RATING_MAX,
-    engine: str = "fast",
-    jit_compile: bool | None = None,
-    deterministic: bool = True,
-    verbose: int = 2,
-) -> TrainResult:
-    """Build and fit the model on encoded rows, stopping early on validation RMSE.
-
-    Parameters
-    ----------
-    train, valid : pandas.DataFrame
-        Encoded splits with ``user_idx``, ``product_idx`` and ``rating`` (stars).
-        Validation rows whose user or product is unknown (index -1) are dropped:
-        the model has no embedding for them.
-    l2, bias_l2 : float
-        Per-rating L2 on the embedding rows, and the inverse-count penalty on the
-        biases (see :func:`recsys_utils.model.build_model`); counts are taken from ``train``.
-    patience : int
-        Epochs without a better validation RMSE before stopping; the weights of the
-        best epoch are restored. ``0`` disables early stopping.
-    engine : {"fast", "keras"}
-        ``"fast"`` (default): whole epochs in one XLA-compiled loop with row-sparse
-        ("lazy") Adam, see :class:`_FastFit`. ``"keras"``: the textbook path,
-        ``model.fit`` with Keras's dense Adam; several times slower, kept as the reference
-        the benchmarks and tests compare against. Both minimise the same loss of the same
-        Keras model, reshuffle every epoch and stop on the same rule.
-    jit_compile : bool, optional
-        Compile with XLA. Default: on for ``"fast"``; for ``"keras"`` on exactly when
-        ``deterministic`` is off, since Keras turns XLA off whenever TensorFlow's op
-        determinism is on.
-    deterministic : bool
-        Turn on TensorFlow's op determinism: the same seed, data and machine give identical
-        weights. The fast engine is deterministic either way (its shuffling is NumPy's,
-        its updates are ordered); the switch matters for ``"keras"``.
-    verbose : int
-        One line per epoch when positive (Keras's progress bar for ``"keras"`` at 1);
-        0 = silent.
-
-    Returns
-    -------
-    TrainResult
-        With ``history`` holding ``loss``, ``rmse`` and ``val_rmse`` (stars) per epoch.
-    """
-    if batch_size < 1 or epochs < 1 or learning_rate <= 0:
-        raise ParameterError(
-            f"batch_size={batch_size}, epochs={epochs}, learning_rate={learning_rate}: expected positive values"
-        )
-    if engine not in ENGINES:
-        raise ParameterError(f"engine={engine!r}: expected one of {', '.join(map(repr, ENGINES))}")
-    keras = import_keras()
-    set_seeds(seed, deterministic=deterministic)
-    if jit_compile is None:
-        jit_compile = engine == "fast" or not deterministic
-    x, y = _arrays(train, rating_min, rating_max)
-    scale = rating_max - rating_min
-    model = build_model(
-        n_users,
-        n_products,
-        embedding_dim,
-        use_bias=use_bias,
-        l2=l2,
-        bias_l2=bias_l2,
-        user_counts=np.bincount(x[0], minlength=n_users),
-        product_counts=np.bincount(x[1], minlength=n_products),
-        initial_mean=float(y.mean()),
-        seed=seed,
-    )
-    validation_data = None
-    if valid is not None and len(valid):
-        known = (valid[USER_INDEX_COL] >= 0) & (valid[PRODUCT_INDEX_COL] >= 0)
-        if known.any():
-            validation_data = _arrays(valid.loc[known], rating_min, rating_max)
-    monitor = "val_rmse" if validation_data is not None else "rmse"
-    fit = _fit_fast if engine == "fast" else _fit_keras
-    start = time.perf_counter()
-    epoch_seconds: list[float] = []
-    h, compiled = fit(
-        model, x, y, validation_data,
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-        monitor=monitor, seed=seed, jit_compile=bool(jit_compile), verbose=verbose, keras=keras, scale=scale,
-        epoch_seconds=epoch_seconds,
-    )
-    seconds = time.perf_counter() - start
-    # RMSE in stars, which is what a reader compares
-    for key in ("rmse", "val_rmse"):
-        if key in h:
-            h[key] = [v * scale for v in h[key]]
-    curve = h[monitor]
-    best_epoch = int(np.argmin(curve)) + 1
-    n_epochs = len(curve)
-    stopped_early = n_epochs < epochs
-    rate = len(y) * n_epochs / seconds if seconds > 0 else float("nan")
-    log.info(
-        "trained %d epochs in %.1f s (%.0f ratings/s); best epoch %d, %s %.4f",
-        n_epochs, seconds, rate, best_epoch, monitor, curve[best_epoch - 1],
-    )
-    return TrainResult(
-        model=model,
-        history=h,
-        best_epoch=best_epoch,
-        stopped_early=stopped_early,
-        seconds=seconds,
-        ratings_per_second=rate,
-        epoch_seconds=epoch_seconds,
-        params={
-            "embedding_dim": embedding_dim,
-            "use_bias": use_bias,
-            "l2": l2,
-            "bias_l2": bias_l2,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "patience": patience,
-            "seed": seed,
-            "engine": engine,
-            "deterministic": deterministic,
-            "jit_compile": compiled,
-        },
-    )
-
-
-def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
-               jit_compile, verbose, keras, scale, epoch_seconds) -> tuple[dict[str, list[float]], bool]:
-    """``model.fit`` with Keras's Adam and its EarlyStopping; history on the [0, 1] scale."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="mse",
-        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
-        jit_compile=jit_compile,
-    )
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_seconds.append(time.perf_counter() - self.start)
-
-    callbacks = [Clock()]
-    if patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, mode="min", patience=patience, restore_best_weights=True, verbose=0
-            )
-        )
-    hist = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, shuffle=True, validation_data=validation_data,
-        callbacks=callbacks, verbose=verbose,
-    )
-    h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    curve = h[monitor]
-    best = int(np.argmin(curve)) + 1
-    if patience > 0 and len(curve) == epochs and best != len(curve):
-        # Keras before 3.x restored the best weights only when it stopped early; make sure.
-        es = callbacks[-1]
-        if getattr(es, "best_weights", None) is not None:
-            model.set_weights(es.best_weights)
-    return h, bool(model.jit_compile)
-
-
-def _fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
+def fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
               jit_compile, verbose, keras, scale, epoch_seconds) -> tuple[dict[str, list[float]], bool]:
     """The compiled loop of :class:`_FastFit`, with Keras's early-stopping rule; history on the [0, 1] scale."""
     fit = _FastFit(model, learning_rate, jit_compile)
@@ -319,7 +56,8 @@ def _fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate
     return h, jit_compile
 
 
-# ------------------------------------------------------------------ the fast engine
+
+
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
     """Row positions for one epoch, shuffled, as a ``(batches, size)`` array.
 

@@ -1,98 +1,29 @@
-"""Where each artifact of a run lives, atomic writes, and loading a finished run.
+"""The layout of a run folder and read access to a finished run.
 
 A run directory ``reports/<run_name>/`` holds ``params.json``, ``manifest.json``, the
-executed notebooks and their HTML, ``index.html`` and ``artifacts/``. Every file is
-written to a temporary name in the same directory and then renamed into place, so a
-reader never sees a half-written file, even when a run dies mid-write.
+executed notebooks and their HTML, ``index.html`` and ``artifacts/`` (what the notebooks
+hand on to each other). :class:`RunPaths` names every file; :class:`FinishedRun` loads
+them on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from scipy import sparse
 
+from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
+from recsys_utils.data.encoding import Encoders
 from recsys_utils.errors import RunError
+from recsys_utils.io import project_root, read_json, read_parquet
+from recsys_utils.models.factors import FactorModel, seen_matrix
+from recsys_utils.models.keras.model import load_model
 
-__all__ = ["RunPaths", "FinishedRun", "load_run", "atomic_path", "write_json", "read_json", "write_parquet", "read_parquet", "project_root"]
+__all__ = ["RunPaths", "FinishedRun", "load_run"]
 
-
-def project_root() -> Path:
-    """The repository root (the folder holding ``recsys_utils/``)."""
-    return Path(__file__).resolve().parent.parent
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
-
-    On an exception the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, pd.Timestamp):
-        return obj.isoformat()
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-def write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> Path:
-    """Write ``obj`` as UTF-8 JSON, atomically (NumPy scalars and paths allowed)."""
-    path = Path(path)
-    text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
-    return path
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path} not found: has the notebook that writes it run?") from None
-
-
-def write_parquet(path: str | Path, df: pd.DataFrame) -> Path:
-    """Write ``df`` to Parquet, atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-    return path
-
-
-def read_parquet(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise RunError(f"{path} not found: has the notebook that writes it run?")
-    return pd.read_parquet(path)
 
 
 @dataclass(frozen=True)
@@ -215,15 +146,12 @@ class FinishedRun:
         return self._get("params", lambda: read_json(self.paths.params))
 
     @property
-    def encoders(self):
-        from recsys_utils.encoding import Encoders
-
+    def encoders(self) -> Encoders:
         return self._get("encoders", lambda: Encoders.load(self.paths.encoders))
 
     @property
-    def factor_model(self):
-        """The trained model's weights as a :class:`~recsys_utils.recommend.FactorModel` (no TensorFlow)."""
-        from recsys_utils.recommend import FactorModel
+    def factor_model(self) -> FactorModel:
+        """The trained model's weights as a :class:`~recsys_utils.models.factors.FactorModel` (no TensorFlow)."""
 
         def load():
             self.paths.require(self.paths.factors)
@@ -239,11 +167,8 @@ class FinishedRun:
         return self.split("train")
 
     @property
-    def seen(self):
+    def seen(self) -> sparse.csr_matrix:
         """Sparse users × products matrix of the training ratings (what not to recommend)."""
-        from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
-        from recsys_utils.recommend import seen_matrix
-
         def load():
             t = self.train
             enc = self.encoders
@@ -254,8 +179,6 @@ class FinishedRun:
 
     def keras_model(self):
         """The saved Keras model (imports TensorFlow)."""
-        from recsys_utils.model import load_model
-
         self.paths.require(self.paths.model)
         return load_model(self.paths.model)
 

@@ -18,13 +18,17 @@ import pandas as pd
 
 from recsys_utils.constants import (
     DEFAULT_PRODUCT_COL,
+    DEFAULT_RATING_COL,
     DEFAULT_USER_COL,
     PRODUCT_INDEX_COL,
+    RATING_MAX,
+    RATING_MIN,
     USER_INDEX_COL,
 )
-from recsys_utils.errors import ParameterError, RunError, UnknownIDError
+from recsys_utils.errors import ParameterError, RunError, UnknownIDError, positive_int
+from recsys_utils.io import write_json
 
-__all__ = ["IdEncoder", "Encoders", "UNKNOWN_INDEX"]
+__all__ = ["IdEncoder", "Encoders", "EncodedRatings", "UNKNOWN_INDEX"]
 
 #: Index returned for an ID outside the vocabulary with ``unknown="missing"``.
 UNKNOWN_INDEX = -1
@@ -191,8 +195,6 @@ class Encoders:
 
     def save(self, path: str | Path) -> Path:
         """Write both vocabularies as JSON, atomically."""
-        from recsys_utils.artifacts import write_json
-
         return write_json(path, self.to_dict(), indent=None)
 
     @classmethod
@@ -202,3 +204,106 @@ class Encoders:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise RunError(f"{path}: encoders not found; run 02_encoding first") from None
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedRatings:
+    """Encoded ratings a model fits on: aligned index and star arrays, vocabulary sizes, the scale.
+
+    What every trainer's ``fit(train, valid=None)`` takes (the role of cornac's ``train_set``):
+    the arrays are checked once here, so a trainer never sees an index outside its
+    tables or a rating that is not a number.
+
+    Parameters
+    ----------
+    user_idx, product_idx : array-like of int
+        Dense indices, each in ``0..n_users - 1`` / ``0..n_products - 1``.
+    rating : array-like of float
+        The stars, finite.
+    n_users, n_products : int
+        Vocabulary sizes (rows of the models' tables).
+    rating_min, rating_max : float
+        The star scale the ratings were given on.
+
+    Raises
+    ------
+    ParameterError
+        Naming the first index out of range (``user_idx[3] = 7: expected an index in
+        0..4``), unequal lengths, or a rating that is not finite.
+    """
+
+    user_idx: np.ndarray
+    product_idx: np.ndarray
+    rating: np.ndarray
+    n_users: int
+    n_products: int
+    rating_min: float = RATING_MIN
+    rating_max: float = RATING_MAX
+
+    def __post_init__(self) -> None:
+        n_users = positive_int("n_users", self.n_users)
+        n_products = positive_int("n_products", self.n_products)
+        u = _check_indices(self.user_idx, n_users, "user_idx")
+        p = _check_indices(self.product_idx, n_products, "product_idx")
+        r = np.asarray(self.rating, dtype=np.float64).ravel()
+        if not (len(u) == len(p) == len(r)):
+            raise ParameterError(
+                f"user_idx, product_idx and ratings have {len(u)}, {len(p)} and {len(r)} values: expected equal lengths"
+            )
+        bad = ~np.isfinite(r)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ParameterError(f"ratings[{i}] = {r[i]}: expected finite numbers")
+        if not self.rating_max > self.rating_min:
+            raise ParameterError(f"rating scale [{self.rating_min}, {self.rating_max}] is empty")
+        for name, value in (("user_idx", u), ("product_idx", p), ("rating", r), ("n_users", n_users),
+                            ("n_products", n_products), ("rating_min", float(self.rating_min)),
+                            ("rating_max", float(self.rating_max))):
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return len(self.rating)
+
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        n_users: int,
+        n_products: int,
+        *,
+        rating_min: float = RATING_MIN,
+        rating_max: float = RATING_MAX,
+        drop_unknown: bool = False,
+        col_rating: str = DEFAULT_RATING_COL,
+    ) -> "EncodedRatings":
+        """The ``user_idx``, ``product_idx`` and rating columns of an encoded split.
+
+        With ``drop_unknown``, rows whose user or product was unseen when the vocabulary
+        was fitted (index -1) are left out: a validation split may hold them, and a model
+        has no embedding to score them with. Otherwise they are an error.
+        """
+        u = df[USER_INDEX_COL].to_numpy()
+        p = df[PRODUCT_INDEX_COL].to_numpy()
+        r = df[col_rating].to_numpy(dtype=np.float64)
+        if drop_unknown:
+            known = (u != UNKNOWN_INDEX) & (p != UNKNOWN_INDEX)
+            u, p, r = u[known], p[known], r[known]
+        return cls(u, p, r, n_users, n_products, rating_min, rating_max)
+
+
+def _check_indices(idx: object, n: int, name: str) -> np.ndarray:
+    """``idx`` as int64 if every entry is an integer in ``0..n - 1``; else ParameterError naming the first."""
+    arr = np.asarray(idx).ravel()
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        as_float = arr.astype(np.float64)
+        whole = np.isfinite(as_float) & (as_float == np.floor(as_float))
+        if not whole.all():
+            i = int(np.flatnonzero(~whole)[0])
+            raise ParameterError(f"{name}[{i}] = {arr[i].item()!r}: expected an integer index in 0..{n - 1}")
+    arr = arr.astype(np.int64)
+    if arr.size:
+        out = (arr < 0) | (arr >= n)
+        if out.any():
+            i = int(np.flatnonzero(out)[0])
+            raise ParameterError(f"{name}[{i}] = {int(arr[i])}: expected an index in 0..{n - 1}")
+    return arr

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recsys_utils.config import SPLITS
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
 from recsys_utils.errors import ParameterError
 
-__all__ = ["Split", "split_ratings", "describe_split"]
+__all__ = ["SPLITS", "Split", "split_ratings", "describe_split"]
+
+#: How ``split_ratings`` holds out validation and test ratings.
+SPLITS = ("random", "per_user", "temporal", "leave_last_out")
 
 #: per_user and leave_last_out only hold out ratings of users with at least this many.
 MIN_RATINGS_TO_HOLD_OUT = 3

@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 from recsys_utils.errors import RecsysError
+from recsys_utils.io import project_root
 
 __all__ = ["FetchError", "SOURCES", "source_url", "download", "fetch_dataset", "sha256_of", "default_raw_dir"]
 
@@ -63,8 +64,6 @@ class FetchError(RecsysError):
 
 def default_raw_dir() -> Path:
     """``data/raw/`` in the project."""
-    from recsys_utils.artifacts import project_root
-
     return project_root() / "data" / "raw"
 
 

@@ -11,16 +11,13 @@ The L2 penalty is applied to the embedding rows a batch looks up (averaged over 
 batch), as in the SGD formulation of matrix factorization, so its strength does not
 depend on the batch size and untouched rows are not shrunk.
 
-TensorFlow is imported on first use, not when this module is imported, so the
-scaling helpers are cheap to use from evaluation code.
+TensorFlow is imported on first use (:func:`~recsys_utils.models.keras.layers.import_keras`),
+not when this module is imported, so the scaling helpers are cheap to use from evaluation code.
 """
+
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +25,26 @@ import numpy as np
 
 from recsys_utils.constants import RATING_MAX, RATING_MIN
 from recsys_utils.errors import ParameterError, positive_int
+from recsys_utils.io import atomic_path
+from recsys_utils.models.factors import FactorModel
+from recsys_utils.models.keras.layers import (
+    GLOBAL_BIAS,
+    PRODUCT_BIAS,
+    PRODUCT_EMBEDDING,
+    USER_BIAS,
+    USER_EMBEDDING,
+    import_keras,
+)
 
 __all__ = [
     "rating_to_unit",
     "unit_to_rating",
-    "import_keras",
     "build_model",
     "load_model",
     "save_model",
     "extract_weights",
-    "USER_EMBEDDING",
-    "PRODUCT_EMBEDDING",
-    "USER_BIAS",
-    "PRODUCT_BIAS",
-    "GLOBAL_BIAS",
+    "to_factor_model",
 ]
-
-USER_EMBEDDING = "user_embedding"
-PRODUCT_EMBEDDING = "product_embedding"
-USER_BIAS = "user_bias"
-PRODUCT_BIAS = "product_bias"
-GLOBAL_BIAS = "global_bias"
 
 
 def rating_to_unit(r: Any, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> np.ndarray:
@@ -60,129 +56,6 @@ def unit_to_rating(x: Any, rating_min: float = RATING_MIN, rating_max: float = R
     """[0, 1] → stars, the inverse of :func:`rating_to_unit`."""
     return rating_min + np.asarray(x, dtype=np.float64) * (rating_max - rating_min)
 
-
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up logging (it would land in notebook outputs)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    try:  # absl warns about logging before its own init
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-@contextlib.contextmanager
-def _stderr_silenced():
-    """Send the process's file descriptor 2 to /dev/null for the duration.
-
-    TensorFlow's C++ runtime writes start-up lines (oneDNN notice, CUDA probe) straight
-    to fd 2 before its log level applies; inside a Jupyter kernel fd 2 is captured into
-    the notebook's outputs. Python exceptions are unaffected: they surface after.
-    """
-    # Always the real fd 2: inside ipykernel, sys.stderr.fileno() may name a copy.
-    fd = 2
-    try:
-        saved = os.dup(fd)
-    except OSError:  # pragma: no cover - no fd 2 at all
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-
-
-@functools.cache
-def import_keras():
-    """Import Keras (and TensorFlow) quietly and register this project's layers."""
-    quiet_tensorflow()
-    with _stderr_silenced():
-        import keras
-        import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
-
-    @keras.saving.register_keras_serializable(package="recsys_utils")
-    class MeanRowL2(keras.regularizers.Regularizer):
-        """``l2 * sum of ||row||²`` over the looked-up rows.
-
-        Keras divides an activity regularizer's value by the batch size, so the loss
-        term is ``l2 * mean over the batch of ||row||²``: a per-rating penalty whose
-        strength does not depend on the batch size.
-        """
-
-        def __init__(self, l2: float = 0.0) -> None:
-            self.l2 = float(l2)
-
-        def __call__(self, x):
-            return self.l2 * keras.ops.sum(keras.ops.square(x))
-
-        def get_config(self) -> dict:
-            return {"l2": self.l2}
-
-    @keras.saving.register_keras_serializable(package="recsys_utils")
-    class GlobalBias(keras.layers.Layer):
-        """Adds one trainable scalar to its input."""
-
-        def __init__(self, initial_value: float = 0.0, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.initial_value = float(initial_value)
-
-        def build(self, input_shape) -> None:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(),
-                initializer=keras.initializers.Constant(self.initial_value),
-                trainable=True,
-            )
-
-        def call(self, x):
-            return x + self.bias
-
-        def get_config(self) -> dict:
-            return {**super().get_config(), "initial_value": self.initial_value}
-
-    @keras.saving.register_keras_serializable(package="recsys_utils")
-    class InverseCountL2(keras.layers.Layer):
-        """Passes bias rows through, adding ``l2 * mean over the batch of b² / n``.
-
-        ``n`` is the number of training ratings of the row's user (or product), held as a
-        non-trainable weight. In expectation over batches this is ``l2 / N * Σ_rows b²``,
-        the ALS baseline's penalty: every row is shrunk equally however often it occurs,
-        so a product with 3 ratings is pulled towards the mean far harder, relative to its
-        data, than one with 3,000.
-        """
-
-        def __init__(self, n_rows: int, l2: float = 0.0, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.n_rows = int(n_rows)
-            self.l2 = float(l2)
-
-        def build(self, input_shape) -> None:
-            self.inverse_count = self.add_weight(
-                name="inverse_count", shape=(self.n_rows,), initializer="ones", trainable=False
-            )
-
-        def call(self, inputs):
-            rows, idx = inputs
-            weight = keras.ops.take(self.inverse_count, idx)
-            self.add_loss(self.l2 * keras.ops.mean(keras.ops.sum(keras.ops.square(rows), axis=-1) * weight))
-            return rows
-
-        def get_config(self) -> dict:
-            return {**super().get_config(), "n_rows": self.n_rows, "l2": self.l2}
-
-    keras.MeanRowL2 = MeanRowL2  # type: ignore[attr-defined]  # reachable for build_model
-    keras.InverseCountL2 = InverseCountL2  # type: ignore[attr-defined]
-    keras.GlobalBias = GlobalBias  # type: ignore[attr-defined]
-    return keras
 
 
 def build_model(
@@ -276,8 +149,6 @@ def build_model(
 
 def save_model(model, path) -> Path:
     """Save ``model`` to ``path`` (a ``.keras`` file) atomically."""
-    from recsys_utils.artifacts import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         staged = tmp.with_name(tmp.name + ".keras")  # Keras insists on the suffix
@@ -313,3 +184,19 @@ def extract_weights(model) -> dict[str, Any]:
         pb = np.zeros(pf.shape[0], np.float32)
         gb = 0.0
     return {"user_factors": uf, "product_factors": pf, "user_bias": ub, "product_bias": pb, "global_bias": gb}
+
+
+def to_factor_model(model: Any, *, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> FactorModel:
+    """The learned weights of a model built by :func:`build_model` as a :class:`FactorModel` (sigmoid link)."""
+    w = extract_weights(model)
+    return FactorModel(
+        user_factors=w["user_factors"],
+        product_factors=w["product_factors"],
+        user_bias=w["user_bias"],
+        product_bias=w["product_bias"],
+        global_bias=w["global_bias"],
+        link="sigmoid",
+        rating_min=rating_min,
+        rating_max=rating_max,
+        name=model.name,
+    )

@@ -27,7 +27,7 @@ gives identical frames, a different seed different ones.
 
 Example usage
 -------------
->>> from recsys_utils.synthetic import generate_ratings, write_sample
+>>> from recsys_utils.data.synthetic import generate_ratings
 >>> data = generate_ratings(n_users=500, n_products=200, n_ratings=4_000, seed=7)
 >>> data.ratings.columns.tolist()
 ['user_id', 'product_id', 'rating', 'timestamp']
@@ -38,12 +38,9 @@ Example usage
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from numbers import Integral
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,14 +53,12 @@ from recsys_utils.constants import (
 )
 from recsys_utils.errors import ParameterError
 
-__all__ = ["SyntheticData", "generate_ratings", "write_sample"]
+__all__ = ["SyntheticData", "generate_ratings"]
 
 logger = logging.getLogger(__name__)
 
 #: Column of ``SyntheticData.products`` holding each product's planted category.
 _GROUP_COL = "group"
-#: File name ``write_sample`` gives the products table, next to the ratings file.
-_PRODUCTS_FILENAME = "products.csv"
 
 # --- The knobs of the planted model (tuned so that the default data is learnable
 # --- but not trivial: see the module docstring and tests/test_synthetic.py).
@@ -248,52 +243,6 @@ def generate_ratings(
         time.perf_counter() - started,
     )
     return SyntheticData(ratings=ratings, products=product_table)
-
-
-def write_sample(path: str | Path, data: SyntheticData) -> Path:
-    """Write a generated dataset as CSV files, each one atomically.
-
-    ``data.ratings`` goes to ``path`` with the header
-    ``user_id,product_id,rating,timestamp`` (ratings as ``5.0``, like Amazon's
-    ``ratings_*.csv`` files); ``data.products`` goes to ``products.csv`` in the same
-    directory. Each file is written to a temporary file in the target directory and
-    moved into place with :func:`os.replace`, so a reader never sees half a file.
-    The products file is written first, so once the ratings file exists its
-    products file does too.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        Where the ratings CSV goes; missing parent directories are created. Must not
-        be named ``products.csv`` (that name is taken by the products table).
-    data : SyntheticData
-        What :func:`generate_ratings` returned.
-
-    Returns
-    -------
-    pathlib.Path
-        The path of the ratings file.
-
-    Raises
-    ------
-    ParameterError
-        If ``path`` is named ``products.csv`` or ``data`` is not a ``SyntheticData``.
-    """
-    path = Path(path)
-    if path.name.lower() == _PRODUCTS_FILENAME:
-        raise ParameterError(
-            f"path: found {str(path)!r}, expected a file name other than {_PRODUCTS_FILENAME!r}, "
-            "which write_sample uses for the products table next to the ratings"
-        )
-    if not isinstance(data, SyntheticData):
-        raise ParameterError(
-            f"data: found {type(data).__name__}, expected SyntheticData from generate_ratings()"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_csv(data.products, path.with_name(_PRODUCTS_FILENAME))
-    _atomic_write_csv(data.ratings, path)
-    logger.info("wrote %d synthetic ratings to %s", len(data.ratings), path)
-    return path
 
 
 # --------------------------------------------------------------------------- helpers
@@ -492,18 +441,3 @@ def _product_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     ids[~is_isbn] = _unique_codes(rng, n - n_isbn, b"B0", _ALNUM, 8)
     ids[is_isbn] = _unique_codes(rng, n_isbn, b"0", _DIGITS, 9)
     return ids
-
-
-def _atomic_write_csv(frame: pd.DataFrame, target: Path) -> None:
-    """Write ``frame`` to a temporary file next to ``target``, then move it into place."""
-    # A unique name opened with "x" (not mkstemp) so the file gets the usual umask permissions.
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "x", newline="", encoding="utf-8") as stream:
-            frame.to_csv(stream, index=False, lineterminator="\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,225 @@
+"""The experiment of 04_evaluation: every model scored on the same test rows, into ``metrics.json``.
+
+Rating metrics for every model that predicts stars (IDs unseen in training get each
+model's own bias fallback), ranking metrics at K over the full catalog for every model,
+and the error by user activity; :class:`Evaluation` holds the tables and writes
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_utils.constants import DEFAULT_K, DEFAULT_RATING_COL, PRODUCT_INDEX_COL, USER_INDEX_COL
+from recsys_utils.errors import positive_int
+from recsys_utils.evaluation.metrics import error_by_bucket, ranking_metrics, rating_metrics
+from recsys_utils.models.factors import FactorModel, seen_matrix
+
+__all__ = [
+    "MODEL_ORDER",
+    "predict_with_fallback",
+    "compare_rating_models",
+    "compare_ranking_models",
+    "Evaluation",
+    "evaluate",
+]
+
+log = logging.getLogger(__name__)
+
+#: The order models are listed in tables: the trained models, then baselines from strongest to floor.
+MODEL_ORDER = ("mf_bias", "mf_dot", "bias", "global_mean", "popularity", "random")
+
+
+def predict_with_fallback(
+    model: FactorModel,
+    user_idx: np.ndarray,
+    product_idx: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted stars for aligned pairs, including pairs with IDs unseen in training.
+
+    A user or product index of -1 (never seen in training) has no embedding. The model
+    then answers from what it does know: its global bias plus the known side's bias,
+    with the unknown side's factors and bias taken as zero. A model without bias terms
+    thus predicts its midpoint for such rows, which is its honest cold-start answer.
+
+    Returns
+    -------
+    (stars, used_fallback) : tuple of numpy.ndarray
+    """
+    u = np.asarray(user_idx, dtype=np.int64)
+    p = np.asarray(product_idx, dtype=np.int64)
+    known = (u >= 0) & (p >= 0)
+    stars = np.empty(len(u), dtype=np.float64)
+    stars[known] = model.predict(u[known], p[known])
+    if (~known).any():
+        uu, pp = u[~known], p[~known]
+        score = np.full(len(uu), model.global_bias, dtype=np.float64)
+        score += np.where(uu >= 0, model.user_bias[np.maximum(uu, 0)], 0.0)
+        score += np.where(pp >= 0, model.product_bias[np.maximum(pp, 0)], 0.0)
+        stars[~known] = model.to_stars(score)
+    return stars, ~known
+
+
+def compare_rating_models(
+    models: dict[str, FactorModel],
+    test: pd.DataFrame,
+    *,
+    col_rating: str = DEFAULT_RATING_COL,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray]:
+    """RMSE and MAE in stars of every rating model on the same encoded test rows.
+
+    Returns the table (model, rmse, mae, n), each model's predictions, and the mask of
+    rows with an ID unseen in training (see :func:`predict_with_fallback`). Ranking-only models (``predicts_ratings`` False) are
+    skipped.
+    """
+    u = test[USER_INDEX_COL].to_numpy()
+    p = test[PRODUCT_INDEX_COL].to_numpy()
+    y = test[col_rating].to_numpy(dtype=np.float64)
+    rows, preds = [], {}
+    mask = np.zeros(len(test), dtype=bool)
+    for name, model in models.items():
+        if not model.predicts_ratings:
+            continue
+        preds[name], mask = predict_with_fallback(model, u, p)
+        rows.append({"model": name, **rating_metrics(y, preds[name])})
+    return pd.DataFrame(rows), preds, mask
+
+
+def compare_ranking_models(
+    models: dict[str, FactorModel],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    k: int = DEFAULT_K,
+    relevance_threshold: float = 4.0,
+    *,
+    col_rating: str = DEFAULT_RATING_COL,
+) -> pd.DataFrame:
+    """Ranking metrics at ``k`` of every model over the full catalog.
+
+    For each test user known to the training data and holding at least one relevant
+    test rating, every model ranks all products the user has not rated in training
+    (no sampled negatives); the lists are judged against the user's relevant test
+    ratings. Returns one row per model, with catalog ``coverage`` (share of products in
+    at least one list) and ``novelty`` (mean self-information of the recommended
+    products, ``-log2`` of the share of training users who rated them).
+    """
+    positive_int("k", k)
+    some = next(iter(models.values()))
+    n_users, n_products = some.n_users, some.n_products
+    seen = seen_matrix(train[USER_INDEX_COL].to_numpy(), train[PRODUCT_INDEX_COL].to_numpy(), n_users, n_products)
+    relevant = test[(test[col_rating] >= relevance_threshold) & (test[USER_INDEX_COL] >= 0)]
+    users = np.unique(relevant[USER_INDEX_COL].to_numpy())
+    # Novelty (Zhou et al. 2010): mean self-information -log2(share of training users who
+    # rated the product) of the recommended products; higher means less obvious picks.
+    raters = np.bincount(train[PRODUCT_INDEX_COL].to_numpy(), minlength=n_products)
+    n_train_users = max(int(train[USER_INDEX_COL].nunique()), 1)
+    self_information = -np.log2(np.maximum(raters, 1) / n_train_users)
+    judged = test[test[USER_INDEX_COL].isin(users)]
+    rows = []
+    for name, model in models.items():
+        idx, _ = model.recommend(users, k, seen=seen)
+        valid = idx >= 0
+        recs = pd.DataFrame(
+            {
+                USER_INDEX_COL: np.repeat(users, valid.sum(axis=1)),
+                PRODUCT_INDEX_COL: idx[valid],
+                "rank": np.broadcast_to(np.arange(1, idx.shape[1] + 1), idx.shape)[valid],
+            }
+        )
+        m = ranking_metrics(
+            recs, judged, k, relevance_threshold,
+            col_user=USER_INDEX_COL, col_product=PRODUCT_INDEX_COL, col_rating=col_rating,
+        )
+        m["coverage"] = float(len(np.unique(idx[valid])) / n_products) if n_products else 0.0
+        m["novelty"] = float(self_information[idx[valid]].mean()) if valid.any() else float("nan")
+        rows.append({"model": name, **m})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Evaluation:
+    """Everything ``04_evaluation`` shows, computed on one split for a set of models."""
+
+    model: str
+    rating_table: pd.DataFrame
+    ranking_table: pd.DataFrame
+    predictions: dict[str, np.ndarray]
+    unseen: np.ndarray
+    by_activity: pd.DataFrame
+    k: int
+    relevance_threshold: float
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Rating and ranking metrics side by side, one row per model, the model first."""
+        table = self.rating_table.merge(self.ranking_table, on="model", how="outer")
+        names = [self.model, *MODEL_ORDER, *self.rating_table["model"], *self.ranking_table["model"]]
+        order = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        return table.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
+
+    @property
+    def best_rating_model(self) -> str:
+        return str(self.rating_table.sort_values("rmse")["model"].iloc[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        k = self.k
+        columns = ["rmse", "mae", f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"hit_rate@{k}", "mrr",
+                   "coverage", "novelty"]
+        n_rank = int(self.ranking_table["n_users_evaluated"].iloc[0]) if len(self.ranking_table) else 0
+        n_test, n_unseen = int(len(self.unseen)), int(self.unseen.sum())
+        return {
+            "columns": columns,
+            "models": {
+                row["model"]: {c: float(row[c]) for c in columns if c in row and pd.notna(row[c])}
+                for row in self.table.to_dict("records")
+            },
+            "model": self.model,
+            "best_rating_model": self.best_rating_model,
+            "test_rows": n_test,
+            "unseen_rows": n_unseen,
+            "ranking_users": n_rank,
+            "k": k,
+            "relevance_threshold": self.relevance_threshold,
+            "by_activity": self.by_activity.to_dict("records"),
+            "note": f"RMSE/MAE in stars on {n_test:,} test ratings ({n_unseen:,} with an ID unseen in training); "
+                    f"ranking at {k} over the full catalog for {n_rank:,} users.",
+        }
+
+
+def evaluate(
+    model: FactorModel,
+    baselines: dict[str, FactorModel],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    variants: dict[str, FactorModel] | None = None,
+    k: int = DEFAULT_K,
+    relevance_threshold: float = 4.0,
+    col_rating: str = DEFAULT_RATING_COL,
+) -> Evaluation:
+    """Score ``model``, its ``variants`` and ``baselines`` on the same encoded test split.
+
+    Rating metrics cover every test row (see :func:`predict_with_fallback` for IDs unseen
+    in training); ranking metrics rank the full catalog (:func:`compare_ranking_models`);
+    the error by user activity buckets test rows by their user's number of training
+    ratings (0 for users unseen in training).
+    """
+    models = {model.name: model, **(variants or {}), **baselines}
+    rating_table, predictions, unseen = compare_rating_models(models, test, col_rating=col_rating)
+    ranking_table = compare_ranking_models(models, train, test, k, relevance_threshold, col_rating=col_rating)
+    activity = np.bincount(train[USER_INDEX_COL].to_numpy(), minlength=model.n_users)
+    test_users = test[USER_INDEX_COL].to_numpy()
+    test_activity = np.where(test_users >= 0, activity[np.maximum(test_users, 0)], 0)
+    y = test[col_rating].to_numpy(dtype=np.float64)
+    by_activity = pd.concat(
+        [error_by_bucket(test_activity, y, predictions[name]).assign(model=name) for name in predictions],
+        ignore_index=True,
+    )
+    return Evaluation(model.name, rating_table, ranking_table, predictions, unseen, by_activity, k,
+                      relevance_threshold)

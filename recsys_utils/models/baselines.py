@@ -1,0 +1,251 @@
+"""The baselines any learned model must beat: global mean, user/product bias, popularity, random.
+
+Each baseline is a :class:`~recsys_utils.models.base.Trainer`: hyperparameters in the
+constructor, encoded training rows in ``fit``, which returns a
+:class:`~recsys_utils.models.factors.FactorModel` with zero latent factors, so that
+scoring, top-N recommendation and evaluation run through exactly the same code as the
+Keras model.
+
+Example usage
+-------------
+>>> import numpy as np
+>>> from recsys_utils.data.encoding import EncodedRatings
+>>> train = EncodedRatings(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([5.0, 3.0, 4.0, 2.0]), 2, 2)
+>>> BiasBaseline(reg_user=0.0, reg_product=0.0).fit(train).predict(train.user_idx, train.product_idx).round(2)
+array([5., 3., 4., 2.])
+>>> sorted(fit_baselines(train))
+['bias', 'global_mean', 'popularity', 'random']
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from recsys_utils.data.encoding import EncodedRatings
+from recsys_utils.errors import ParameterError, positive_int
+from recsys_utils.models.base import Trainer
+from recsys_utils.models.factors import FactorModel
+
+__all__ = ["GlobalMean", "BiasBaseline", "Popularity", "RandomRanker", "fit_baselines"]
+
+log = logging.getLogger(__name__)
+
+
+def _zero_factor_model(
+    trainer: Trainer,
+    train: EncodedRatings,
+    *,
+    global_bias: float = 0.0,
+    user_bias: np.ndarray | None = None,
+    product_bias: np.ndarray | None = None,
+) -> FactorModel:
+    """The fitted baseline as a FactorModel: identity link, no factors, the training scale."""
+    n_users, n_products = train.n_users, train.n_products
+    return FactorModel(
+        user_factors=np.zeros((n_users, 0), dtype=np.float32),
+        product_factors=np.zeros((n_products, 0), dtype=np.float32),
+        user_bias=np.zeros(n_users, np.float32) if user_bias is None else user_bias.astype(np.float32),
+        product_bias=np.zeros(n_products, np.float32) if product_bias is None else product_bias.astype(np.float32),
+        global_bias=float(global_bias),
+        link="identity",
+        rating_min=train.rating_min,
+        rating_max=train.rating_max,
+        name=trainer.name,
+        predicts_ratings=trainer.predicts_ratings,
+    )
+
+
+class GlobalMean(Trainer):
+    """Predict the mean training rating for every pair: the floor any model must clear.
+
+    Attributes
+    ----------
+    mean_ : float
+        The fitted mean rating (after :meth:`fit`).
+    """
+
+    name = "global_mean"
+
+    def fit(self, train: EncodedRatings, valid: EncodedRatings | None = None) -> FactorModel:
+        """Fit on encoded training rows (``valid`` is not needed: the fit is closed-form).
+
+        Parameters
+        ----------
+        train : EncodedRatings
+            Indices, stars and vocabulary sizes; users/products absent from the rows
+            still get a row of the model.
+
+        Returns
+        -------
+        FactorModel
+
+        Raises
+        ------
+        ParameterError
+            When ``train`` holds no rows.
+        """
+        train = self.check_train(train)
+        self.mean_ = float(np.mean(train.rating))
+        return _zero_factor_model(self, train, global_bias=self.mean_)
+
+
+class BiasBaseline(Trainer):
+    """The regularized baseline predictor ``mu + b_u + b_i`` (Koren 2010, §2.1).
+
+    Biases are fitted by alternating the closed-form ridge updates, starting from
+    ``b_u = 0``::
+
+        b_i = sum_{u in R(i)} (r_ui - mu - b_u) / (reg_product + |R(i)|)
+        b_u = sum_{i in R(u)} (r_ui - mu - b_i) / (reg_user + |R(u)|)
+
+    Each update is one ``numpy.bincount`` over the training rows. Users or products
+    without training rows keep a bias of 0.
+
+    Parameters
+    ----------
+    reg_user, reg_product : float
+        Shrinkage towards 0 (in "pseudo-ratings"); larger values trust sparse users and
+        products less. 0 gives the unregularized least-squares fit.
+    n_iter : int
+        Number of (product, user) update rounds.
+
+    Attributes
+    ----------
+    mu_ : float
+        The global mean.
+    user_bias_, product_bias_ : numpy.ndarray
+        The fitted biases, float64.
+    """
+
+    name = "bias"
+
+    def __init__(self, reg_user: float = 10.0, reg_product: float = 10.0, n_iter: int = 10) -> None:
+        for pname, value in (("reg_user", reg_user), ("reg_product", reg_product)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+                np.isfinite(value) and value >= 0
+            ):
+                raise ParameterError(f"{pname}={value!r}: expected a finite number >= 0")
+        self.reg_user = float(reg_user)
+        self.reg_product = float(reg_product)
+        self.n_iter = positive_int("n_iter", n_iter)
+
+    def fit(self, train: EncodedRatings, valid: EncodedRatings | None = None) -> FactorModel:
+        """Fit on encoded training rows (see :meth:`GlobalMean.fit`)."""
+        train = self.check_train(train)
+        u, p, r = train.user_idx, train.product_idx, train.rating
+        n_users, n_products = train.n_users, train.n_products
+        mu = float(np.mean(r))
+        resid = r - mu
+        n_u = np.bincount(u, minlength=n_users).astype(np.float64)
+        n_p = np.bincount(p, minlength=n_products).astype(np.float64)
+        den_u = n_u + self.reg_user
+        den_p = n_p + self.reg_product
+        b_u = np.zeros(n_users)
+        b_p = np.zeros(n_products)
+        for _ in range(self.n_iter):
+            b_p = _safe_divide(np.bincount(p, weights=resid - b_u[u], minlength=n_products), den_p)
+            b_u = _safe_divide(np.bincount(u, weights=resid - b_p[p], minlength=n_users), den_u)
+        self.mu_ = mu
+        self.user_bias_ = b_u
+        self.product_bias_ = b_p
+        return _zero_factor_model(self, train, global_bias=mu, user_bias=b_u, product_bias=b_p)
+
+
+def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with 0 where ``den`` is 0 (no rows and no regularization)."""
+    out = np.zeros_like(num)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+class Popularity(Trainer):
+    """Rank products by how many training ratings they have, the same list for everyone.
+
+    A *ranking* baseline: its scores are rating counts, not stars, so
+    ``predicts_ratings`` is False, ``predict`` returns the counts, and rating metrics
+    (RMSE, MAE) are meaningless for it. Use it with ranking metrics, where
+    "recommend what is popular" is the bar a personalized model has to clear.
+
+    Attributes
+    ----------
+    counts_ : numpy.ndarray
+        Training ratings per product, int64.
+    """
+
+    name = "popularity"
+    predicts_ratings = False
+
+    def fit(self, train: EncodedRatings, valid: EncodedRatings | None = None) -> FactorModel:
+        """Count each product's training ratings (see :meth:`GlobalMean.fit`; the stars are not used)."""
+        train = self.check_train(train)
+        self.counts_ = np.bincount(train.product_idx, minlength=train.n_products).astype(np.int64)
+        if self.counts_.max() >= 2**24:
+            log.warning("Popularity: counts above 2**24 lose precision in float32; near-ties may merge")
+        # Raw counts, not log1p: float32 holds integers exactly up to 2**24, so no two
+        # different counts become tied scores.
+        return _zero_factor_model(self, train, product_bias=self.counts_.astype(np.float64))
+
+
+class RandomRanker(Trainer):
+    """Rank products at random for each user: the floor every ranking metric should clear.
+
+    Scores are inner products of independent Gaussian user and product vectors, so each
+    user gets a different, seeded, uniformly shuffled-looking order while staying a
+    :class:`FactorModel` (scored in blocks like every other model). A *ranking*
+    baseline: ``predicts_ratings`` is False.
+
+    Parameters
+    ----------
+    dim : int
+        Length of the random vectors; larger makes orders closer to independent.
+    seed : int
+        Makes the orders reproducible.
+    """
+
+    name = "random"
+    predicts_ratings = False
+
+    def __init__(self, dim: int = 32, seed: int = 0) -> None:
+        self.dim = positive_int("dim", dim)
+        self.seed = int(seed)
+
+    def fit(self, train: EncodedRatings, valid: EncodedRatings | None = None) -> FactorModel:
+        """Draw the random vectors (only the vocabulary sizes of ``train`` are used)."""
+        train = self.check_train(train)
+        n_users, n_products = train.n_users, train.n_products
+        rng = np.random.default_rng(self.seed)
+        return FactorModel(
+            user_factors=rng.standard_normal((n_users, self.dim), dtype=np.float32),
+            product_factors=rng.standard_normal((n_products, self.dim), dtype=np.float32),
+            user_bias=np.zeros(n_users, np.float32),
+            product_bias=np.zeros(n_products, np.float32),
+            global_bias=0.0,
+            link="identity",
+            rating_min=train.rating_min,
+            rating_max=train.rating_max,
+            name=self.name,
+            predicts_ratings=False,
+        )
+
+
+def fit_baselines(train: EncodedRatings, *, seed: int = 0) -> dict[str, FactorModel]:
+    """Fit every baseline with its default settings on the same training rows.
+
+    Parameters
+    ----------
+    train : EncodedRatings
+        Encoded training rows, vocabulary sizes and scale.
+    seed : int
+        Seed of the random ranker.
+
+    Returns
+    -------
+    dict of str to FactorModel
+        ``{"global_mean": ..., "bias": ..., "popularity": ..., "random": ...}``. Check
+        ``FactorModel.predicts_ratings`` before computing rating metrics: it is False for
+        ``"popularity"`` and ``"random"``.
+    """
+    trainers: list[Trainer] = [GlobalMean(), BiasBaseline(), Popularity(), RandomRanker(seed=seed)]
+    return {t.name: t.fit(train) for t in trainers}
