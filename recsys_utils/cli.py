@@ -137,14 +137,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_recommend(args: argparse.Namespace) -> int:
     import pandas as pd
 
-
     run = load_run(args.run)
     status = 0
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         for user in args.user:
             try:
-                table = recommend_for_user(run.factor_model, run.encoders, run.seen, user, args.top_n)
-                print(f"Top {args.top_n} for {user}:")
+                table = recommend_for_user(run.recommender_model, run.encoders, run.seen, user, args.top_n,
+                                           rating_model=run.factor_model)
+                print(f"Top {args.top_n} for {user} (ordered by {run.recommender_model.name}, "
+                      f"stars by {run.factor_model.name}):")
                 print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
             except UnknownIDError as exc:
                 if args.cold_start != "popular":

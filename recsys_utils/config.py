@@ -26,6 +26,7 @@ from recsys_utils.data.formats import INVALID_POLICIES
 from recsys_utils.data.split import SPLITS
 from recsys_utils.errors import ParameterError
 from recsys_utils.io import read_json, write_json
+from recsys_utils.models.keras.ranking import RankingParams
 from recsys_utils.models.keras.train import ENGINES, TrainParams
 
 __all__ = ["NOTEBOOK_STEMS", "RunConfig", "coerce_value", "resolve_config", "parse_grid"]
@@ -35,11 +36,15 @@ NOTEBOOK_STEMS = ("01_eda", "02_encoding", "03_training", "04_evaluation", "05_r
 
 _EDA, _ENCODING, _TRAINING, _EVALUATION, _RECOMMENDATION = NOTEBOOK_STEMS
 _DEFAULT_TRAINING = TrainParams()
+_DEFAULT_RANKING = RankingParams()
+#: RunConfig field -> RankingParams field, for the ranking model's parameters (all read by 03_training).
+_RANKING_FIELDS = {f"rank_{name}": name for name in
+                   ("embedding_dim", "l2", "negatives", "epochs", "batch_size", "learning_rate", "patience")}
 
 
 def _p(default: Any, help: str, *stages: str) -> Any:
     meta = {"help": help, "stages": stages}
-    if isinstance(default, list):
+    if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
@@ -47,6 +52,11 @@ def _p(default: Any, help: str, *stages: str) -> Any:
 def _t(name: str, help: str) -> Any:
     """A training parameter of 03_training, with :class:`TrainParams`' default."""
     return _p(getattr(_DEFAULT_TRAINING, name), help, _TRAINING)
+
+
+def _r(name: str, help: str) -> Any:
+    """A ranking-model parameter of 03_training, with :class:`RankingParams`' default."""
+    return _p(getattr(_DEFAULT_RANKING, _RANKING_FIELDS[name]), help, _TRAINING)
 
 
 @dataclass
@@ -83,6 +93,15 @@ class RunConfig:
     learning_rate: float = _t("learning_rate", "Adam learning rate")
     patience: int = _t("patience", "epochs without validation improvement before stopping")
     engine: str = _t("engine", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
+    # 03_training: the ranking model (which products a user chooses; orders the top-N lists)
+    rank_embedding_dim: int = _r("rank_embedding_dim", "ranking model: size of the user and product embeddings")
+    rank_l2: list[float] = _r("rank_l2", "ranking model: L2 on the user and chosen product rows of each pair; "
+                                         "several values: the best on validation NDCG@10 is kept")
+    rank_negatives: int = _r("rank_negatives", "ranking model: products drawn per batch to compete with each choice")
+    rank_epochs: int = _r("rank_epochs", "ranking model: maximum epochs (stops on validation NDCG@10)")
+    rank_batch_size: int = _r("rank_batch_size", "ranking model: (user, product) pairs per step")
+    rank_learning_rate: float = _r("rank_learning_rate", "ranking model: Adam learning rate")
+    rank_patience: int = _r("rank_patience", "ranking model: epochs without a better validation NDCG@10")
     # 04_evaluation
     relevance_threshold: float = _p(4.0, "a held-out rating at or above this counts as relevant for ranking metrics",
                                     _EVALUATION)
@@ -124,6 +143,11 @@ class RunConfig:
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.learning_rate > 0, "learning_rate", "a positive number")
         need(self.patience >= 0, "patience", "an integer >= 0")
+        for name in ("rank_embedding_dim", "rank_negatives", "rank_epochs", "rank_batch_size"):
+            need(getattr(self, name) >= 1, name, "an integer >= 1")
+        need(all(v >= 0 for v in self.rank_l2), "rank_l2", "non-negative numbers")
+        need(self.rank_learning_rate > 0, "rank_learning_rate", "a positive number")
+        need(self.rank_patience >= 0, "rank_patience", "an integer >= 0")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(self.k >= 1, "k", "an integer >= 1")
         need(self.top_n >= 1, "top_n", "an integer >= 1")
@@ -154,6 +178,11 @@ class RunConfig:
     def for_notebook(self, stem: str) -> dict[str, Any]:
         """The values the notebook ``stem`` declares in its parameters cell."""
         return {name: getattr(self, name) for name in self.stage_names(stem)}
+
+    def ranking_params(self) -> RankingParams:
+        """The ranking model's hyperparameters of this run."""
+        values = {name: getattr(self, key) for key, name in _RANKING_FIELDS.items()}
+        return RankingParams(seed=self.seed, **{**values, "l2": tuple(values["l2"])})
 
     def train_params(self) -> TrainParams:
         """The training hyperparameters of this run."""
@@ -194,9 +223,15 @@ class RunConfig:
         return cls.from_dict(read_json(path))
 
 
+class _Floats:
+    """The type of a parameter holding a list of numbers (``list[float]``), e.g. candidates to choose from."""
+
+
 def _field_type(f: dataclasses.Field) -> type:
     hints = typing.get_type_hints(RunConfig)
     t = hints[f.name]
+    if typing.get_origin(t) is list and typing.get_args(t) == (float,):
+        return _Floats
     return list if typing.get_origin(t) is list or t is list else t
 
 
@@ -207,9 +242,12 @@ def _check_type(name: str, value: Any, t: type) -> None:
         or (t is float and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
         or (t is str and isinstance(value, str))
         or (t is list and isinstance(value, list) and all(isinstance(v, str) for v in value))
+        or (t is _Floats and isinstance(value, list) and len(value) > 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
     )
     if not ok:
-        expected = {list: "a list of strings", float: "a finite number"}.get(t, f"a {t.__name__}")
+        expected = {list: "a list of strings", float: "a finite number",
+                    _Floats: "a non-empty list of finite numbers"}.get(t, f"a {t.__name__}")
         raise ParameterError(f"parameter {name}={value!r} ({type(value).__name__}): expected {expected}")
 
 
@@ -224,6 +262,8 @@ def coerce_value(name: str, value: Any, t: type) -> Any:
             return float(value)
         if t is list and isinstance(value, (tuple, list)):
             return [str(v) for v in value]
+        if t is _Floats and isinstance(value, (tuple, list)):
+            return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         return value
     text = value.strip()
     try:
@@ -245,13 +285,19 @@ def coerce_value(name: str, value: Any, t: type) -> Any:
                     raise ValueError
                 return [str(v) for v in parsed]
             return [part.strip() for part in text.split(",") if part.strip()]
-    except (ValueError, json.JSONDecodeError):
+        if t is _Floats:
+            parsed = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
+            if not isinstance(parsed, list) or not parsed:
+                raise ValueError
+            return [float(v) for v in parsed]
+    except (ValueError, TypeError, json.JSONDecodeError):
         pass
     expected = {
         bool: "true or false",
         int: "an integer",
         float: "a number",
         list: "a comma-separated list or a JSON list",
+        _Floats: "numbers, comma-separated or as a JSON list",
     }[t]
     raise ParameterError(f"parameter {name}={value!r}: expected {expected}")
 
@@ -292,7 +338,7 @@ def parse_grid(values: Mapping[str, str], vary: Sequence[str]) -> tuple[dict[str
     for name, text in values.items():
         if name not in types:
             raise ParameterError(f"unknown parameter {name}; valid parameters are: {', '.join(sorted(types))}")
-        parts = [p.strip() for p in str(text).split(",")] if types[name] is not list else [text]
+        parts = [p.strip() for p in str(text).split(",")] if types[name] not in (list, _Floats) else [text]
         if len(parts) == 1:
             fixed[name] = parts[0]
             continue

@@ -27,6 +27,7 @@ __all__ = [
     "long_tail",
     "ratings_over_time",
     "training_curve",
+    "ranking_curve",
     "predicted_vs_actual",
     "error_distribution",
     "calibration",
@@ -102,6 +103,27 @@ def training_curve(history: Mapping[str, Sequence[float]], best_epoch: int | Non
         ax.set(xlabel="epoch", ylabel=label)
         ax.legend()
     fig.suptitle("Training curve")
+    fig.tight_layout()
+    return fig
+
+
+def ranking_curve(history: Mapping[str, Sequence[float]], best_epoch: int | None = None) -> Figure:
+    """The ranking model's training loss and validation NDCG per epoch."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    metric = next((k for k in history if k.startswith("val_")), None)
+    panels = [(axes[0], "loss", "loss (sampled softmax + L2)")]
+    if metric:
+        panels.append((axes[1], metric, metric.removeprefix("val_").upper().replace("@", " at ") + " (validation)"))
+    else:
+        axes[1].set_axis_off()
+    for ax, key, label in panels:
+        ax.plot(epochs, history[key], marker="o", ms=3)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+            ax.legend()
+        ax.set(xlabel="epoch", ylabel=label)
+    fig.suptitle("Ranking model: training curve")
     fig.tight_layout()
     return fig
 

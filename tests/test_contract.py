@@ -1,4 +1,5 @@
-"""One contract, every predictor: the baselines and both Keras model variants.
+"""One contract, every predictor: the baselines (EASE among them), both Keras rating variants,
+the ranking model and its blend with the rating model.
 
 Each predictor is fitted twice with the same seed on the same small generated data and
 must: predict one finite value per pair (in stars, within the scale, for rating models);
@@ -14,8 +15,9 @@ import pytest
 from recsys_utils.data import synthetic
 from recsys_utils.data.encoding import EncodedRatings, Encoders
 from recsys_utils.data.split import split_ratings
-from recsys_utils.models.baselines import fit_baselines
-from recsys_utils.models.factors import FactorModel, seen_matrix
+from recsys_utils.models.baselines import EASE, fit_baselines
+from recsys_utils.models.factors import FactorModel, blend, seen_matrix
+from recsys_utils.models.keras.ranking import KerasRankingModel, RankingParams
 from recsys_utils.models.keras.train import KerasRatingModel, TrainParams
 
 N = 10
@@ -32,14 +34,21 @@ def data():
 def _fit(name: str, data, seed: int) -> FactorModel:
     enc, train, valid = data
     rows = EncodedRatings.from_frame(train, enc.n_users, enc.n_products)
+    held_out = EncodedRatings.from_frame(valid, enc.n_users, enc.n_products, drop_unknown=True)
     if name in ("mf_bias", "mf_dot"):
         params = TrainParams(embedding_dim=8, epochs=3, batch_size=512, use_bias=name == "mf_bias", seed=seed)
-        held_out = EncodedRatings.from_frame(valid, enc.n_users, enc.n_products, drop_unknown=True)
         return KerasRatingModel(params, verbose=0).fit(rows, held_out)
+    if name in ("mf_rank", "mf_rank_blend"):
+        ranking = KerasRankingModel(RankingParams(embedding_dim=8, epochs=3, seed=seed), verbose=0).fit(rows, held_out)
+        if name == "mf_rank":
+            return ranking
+        return blend(ranking, _fit("mf_bias", data, seed), 0.5, name=name)
+    if name == "ease":
+        return EASE().fit(rows, held_out)
     return fit_baselines(rows, seed=seed)[name]
 
 
-PREDICTORS = ["global_mean", "bias", "popularity", "random", "mf_dot", "mf_bias"]
+PREDICTORS = ["global_mean", "bias", "popularity", "random", "ease", "mf_dot", "mf_bias", "mf_rank", "mf_rank_blend"]
 
 
 @pytest.fixture(scope="module", params=PREDICTORS)

@@ -9,9 +9,11 @@ Three kinds of evidence:
 * a model trained here on generated data with 10 planted product groups
   (3 000 users, 600 products, 60 000 ratings; about 12 s with the TensorFlow import):
   the learned neighbours and the explanations must share the planted group far more
-  often than chance. Measured when this file was written (seed 5): neighbours
-  0.88 same-group vs chance 0.100 (Σ share² 0.101); explanations 0.44 vs a
-  per-user chance of 0.14, the best possible being 0.50.
+  often than chance. Measured with the generator's 0.3 preference share (seed 5):
+  neighbours 0.88 same-group vs chance 0.100 (Σ share² 0.101); explanations 0.44 vs a
+  per-user chance of 0.14, the best possible being 0.50. With the 0.8 share users rate
+  mostly inside their favourite groups, so the per-user chance rises: explanations 0.36
+  vs chance 0.16 (0.40 vs 0.18 by explanation_group_agreement, best possible 0.45).
 """
 
 from __future__ import annotations
@@ -359,8 +361,8 @@ def test_explanations_point_to_the_recommended_products_group(trained):
           f"{chance_rate:.3f}; explanation_group_agreement: {summary.agreement:.3f} vs {summary.chance:.3f} "
           f"(best possible {summary.best_possible:.3f}, Σ share² {summary.chance_share_squared:.3f})")
     assert len(chance) > 500
-    assert agreement > 2.5 * chance_rate
-    assert summary.agreement > 2.5 * summary.chance and summary.agreement > 0.7 * summary.best_possible
+    assert agreement > 2 * chance_rate
+    assert summary.agreement > 2 * summary.chance and summary.agreement > 0.8 * summary.best_possible
     assert summary.best_possible <= 1 and summary.n_items == 3000
 
 

@@ -23,7 +23,7 @@ from recsys_utils.runs.pipeline import run_pipeline
 pytestmark = pytest.mark.slow
 
 SMALL = {"epochs": "3", "min_user_ratings": "2", "min_product_ratings": "2", "embedding_dim": "8",
-         "batch_size": "512", "top_n": "5"}
+         "batch_size": "512", "top_n": "5", "rank_epochs": "3", "rank_embedding_dim": "8"}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,8 @@ def test_run_succeeds_and_writes_every_artifact(runs):
     assert result.ok, [(n.name, n.error) for n in result.notebooks]
     art = result.run_dir / "artifacts"
     for name in ("ratings.parquet", "cleaning.json", "encoders.json", "train.parquet", "valid.parquet",
-                 "test.parquet", "model.keras", "factors.npz", "history.json", "metrics.json",
-                 "recommendations.parquet"):
+                 "test.parquet", "model.keras", "factors.npz", "factors_mf_rank.npz", "recommender.json",
+                 "history.json", "metrics.json", "recommendations.parquet"):
         assert (art / name).is_file(), name
     for stem in NOTEBOOK_STEMS:
         assert (result.run_dir / f"{stem}.ipynb").is_file()
@@ -92,6 +92,27 @@ def test_metrics_are_sane_and_computed_on_the_test_split(runs):
     model = metrics["models"][metrics["model"]]
     assert 0 < model["mae"] <= model["rmse"] < 4
     assert 0 <= model["ndcg@10"] <= 1
+
+
+def test_the_recommender_orders_the_lists_and_the_rating_model_gives_the_stars(runs):
+    from recsys_utils.models.factors import FactorModel
+    from recsys_utils.runs.layout import load_run
+
+    run = load_run(runs[0].run_dir)
+    metrics = json.loads(run.paths.metrics.read_text())
+    chosen = json.loads(run.paths.recommender.read_text())
+    assert metrics["recommender"] == chosen["name"] == run.recommender_model.name
+    assert chosen["name"] in metrics["models"] and chosen["name"].startswith("mf_rank")
+    assert metrics["model"] == "mf_bias" and "rmse" in metrics["models"]["mf_bias"]
+    by_weight = chosen["validation_ndcg_by_weight"]  # JSON keys: the weights as strings
+    assert float(max(by_weight, key=by_weight.get)) == chosen["blend_weight"]
+    recs = pd.read_parquet(run.paths.recommendations)
+    user = recs["user_id"].iloc[0]
+    u = run.encoders.users.index_of(user)
+    idx, _ = run.recommender_model.recommend([u], 5, seen=run.seen)
+    assert recs.loc[recs["user_id"] == user, "product_id"].tolist() == list(run.encoders.products.ids_of(idx[0]))
+    stars = FactorModel.load(run.paths.factors).predict(np.full(5, u), idx[0])
+    np.testing.assert_allclose(recs.loc[recs["user_id"] == user, "predicted_rating"], stars, rtol=1e-6)
 
 
 def test_recommendations_cover_every_user_with_unrated_products(runs):

@@ -71,9 +71,12 @@ _POPULARITY_OFFSET = 3.0
 #: Sigma of the log-normal weight behind user activity.
 _ACTIVITY_SIGMA = 1.6
 #: Share of rated products chosen from the user's preferred groups rather than by popularity.
-_PREFERENCE_SHARE = 0.3
+#: With 0.8 and a concentration of 0.1 the best personal rankers beat popularity by about
+#: 1.5× in NDCG@10 (EASE 0.138 vs 0.089 on the default data), as on Amazon's Musical
+#: Instruments 5-core (1.6×); with the earlier 0.3 / 0.3 nothing beat popularity (1.0×).
+_PREFERENCE_SHARE = 0.8
 #: Dirichlet concentration of a user's group preference (small: a few favourite groups).
-_PREFERENCE_CONCENTRATION = 0.3
+_PREFERENCE_CONCENTRATION = 0.1
 #: Noise of product vectors around their group centroid, and of user vectors around their mix.
 _PRODUCT_VECTOR_NOISE = 0.25
 _USER_VECTOR_NOISE = 0.3

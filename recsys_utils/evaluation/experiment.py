@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from recsys_utils.constants import DEFAULT_K, DEFAULT_RATING_COL, PRODUCT_INDEX_COL, USER_INDEX_COL
-from recsys_utils.errors import positive_int
+from recsys_utils.errors import ParameterError, positive_int
 from recsys_utils.evaluation.metrics import error_by_bucket, ranking_metrics, rating_metrics
+from recsys_utils.evaluation.personalisation import personalisation
 from recsys_utils.models.factors import FactorModel, seen_matrix
 
 __all__ = [
@@ -32,7 +33,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The order models are listed in tables: the trained models, then baselines from strongest to floor.
-MODEL_ORDER = ("mf_bias", "mf_dot", "bias", "global_mean", "popularity", "random")
+MODEL_ORDER = ("mf_rank_blend", "mf_rank", "mf_bias", "mf_dot", "ease", "bias", "global_mean", "popularity",
+               "random")
 
 
 def predict_with_fallback(
@@ -105,8 +107,9 @@ def compare_ranking_models(
     test rating, every model ranks all products the user has not rated in training
     (no sampled negatives); the lists are judged against the user's relevant test
     ratings. Returns one row per model, with catalog ``coverage`` (share of products in
-    at least one list) and ``novelty`` (mean self-information of the recommended
-    products, ``-log2`` of the share of training users who rated them).
+    at least one list), ``novelty`` (mean self-information of the recommended
+    products, ``-log2`` of the share of training users who rated them) and the
+    personalisation of the lists (:func:`~recsys_utils.evaluation.personalisation.personalisation`).
     """
     positive_int("k", k)
     some = next(iter(models.values()))
@@ -137,6 +140,7 @@ def compare_ranking_models(
         )
         m["coverage"] = float(len(np.unique(idx[valid])) / n_products) if n_products else 0.0
         m["novelty"] = float(self_information[idx[valid]].mean()) if valid.any() else float("nan")
+        m.update(personalisation(idx, raters))
         rows.append({"model": name, **m})
     return pd.DataFrame(rows)
 
@@ -153,6 +157,8 @@ class Evaluation:
     by_activity: pd.DataFrame
     k: int
     relevance_threshold: float
+    #: The model whose top-N lists the run writes (default: ``model``).
+    recommender: str | None = None
 
     @property
     def table(self) -> pd.DataFrame:
@@ -166,11 +172,15 @@ class Evaluation:
     def best_rating_model(self) -> str:
         return str(self.rating_table.sort_values("rmse")["model"].iloc[0])
 
+    @property
+    def best_ranking_model(self) -> str:
+        return str(self.ranking_table.sort_values(f"ndcg@{self.k}", ascending=False)["model"].iloc[0])
+
     def to_dict(self) -> dict[str, Any]:
         """The content of ``metrics.json``."""
         k = self.k
         columns = ["rmse", "mae", f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"hit_rate@{k}", "mrr",
-                   "coverage", "novelty"]
+                   "coverage", "novelty", "top1_share", "list_overlap", "mean_log_popularity"]
         n_rank = int(self.ranking_table["n_users_evaluated"].iloc[0]) if len(self.ranking_table) else 0
         n_test, n_unseen = int(len(self.unseen)), int(self.unseen.sum())
         return {
@@ -180,7 +190,11 @@ class Evaluation:
                 for row in self.table.to_dict("records")
             },
             "model": self.model,
+            "recommender": self.recommender or self.model,
             "best_rating_model": self.best_rating_model,
+            "best_ranking_model": self.best_ranking_model if len(self.ranking_table) else None,
+            "catalog_log_popularity": (float(self.ranking_table["catalog_log_popularity"].iloc[0])
+                                       if len(self.ranking_table) else None),
             "test_rows": n_test,
             "unseen_rows": n_unseen,
             "ranking_users": n_rank,
@@ -202,8 +216,12 @@ def evaluate(
     k: int = DEFAULT_K,
     relevance_threshold: float = 4.0,
     col_rating: str = DEFAULT_RATING_COL,
+    recommender: str | None = None,
 ) -> Evaluation:
     """Score ``model``, its ``variants`` and ``baselines`` on the same encoded test split.
+
+    ``model`` is the rating model; ``recommender`` names the model (among them all) whose
+    top-N lists the run writes, recorded in ``metrics.json`` (default: ``model``).
 
     Rating metrics cover every test row (see :func:`predict_with_fallback` for IDs unseen
     in training); ranking metrics rank the full catalog (:func:`compare_ranking_models`);
@@ -211,6 +229,8 @@ def evaluate(
     ratings (0 for users unseen in training).
     """
     models = {model.name: model, **(variants or {}), **baselines}
+    if recommender is not None and recommender not in models:
+        raise ParameterError(f"recommender={recommender!r}: expected one of the models, {', '.join(models)}")
     rating_table, predictions, unseen = compare_rating_models(models, test, col_rating=col_rating)
     ranking_table = compare_ranking_models(models, train, test, k, relevance_threshold, col_rating=col_rating)
     activity = np.bincount(train[USER_INDEX_COL].to_numpy(), minlength=model.n_users)
@@ -222,4 +242,4 @@ def evaluate(
         ignore_index=True,
     )
     return Evaluation(model.name, rating_table, ranking_table, predictions, unseen, by_activity, k,
-                      relevance_threshold)
+                      relevance_threshold, recommender)

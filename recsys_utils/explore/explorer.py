@@ -77,7 +77,7 @@ class Explanation:
         The predicted score split into its parts: ``global_bias``, ``user_bias``,
         ``product_bias`` and ``dot_product`` (logit units for the sigmoid model), their
         sum ``score`` (equal to ``FactorModel.score`` of the pair) and
-        ``predicted_stars``.
+        ``predicted_stars`` (NaN for a ranking model: its scores are not stars).
     text : str
         The same in sentences, one line per similar product plus one for the score.
     """
@@ -132,16 +132,17 @@ class Explorer:
         self.train = train
 
     @classmethod
-    def of(cls, run: Any) -> "Explorer":
+    def of(cls, run: Any, model: FactorModel | None = None) -> "Explorer":
         """The explorer of a finished run (:func:`recsys_utils.runs.layout.load_run`), or of anything
-        with ``factor_model``, ``encoders`` and ``train`` attributes."""
+        with ``factor_model``, ``encoders`` and ``train`` attributes; ``model`` instead of the
+        run's rating model (e.g. ``run.recommender_model``, the one that orders the lists)."""
         missing = [a for a in ("factor_model", "encoders", "train") if not hasattr(run, a)]
         if missing:
             raise ParameterError(
                 f"run: found a {type(run).__name__} without {', '.join(missing)}; expected a FinishedRun "
                 "(recsys_utils.runs.layout.load_run)"
             )
-        return cls(run.factor_model, run.encoders, run.train)
+        return cls(run.factor_model if model is None else model, run.encoders, run.train)
 
     # ------------------------------------------------------------------ derived once
     @cached_property
@@ -272,8 +273,10 @@ class Explorer:
             }
         )
         parts = _decompose(model, u, p)
-        unit = "logit" if model.link == "sigmoid" else "stars"
-        lines = [f"{product_id} for {user_id}: predicted {parts['predicted_stars']:.2f}★"]
+        unit = "logit" if model.link == "sigmoid" else ("stars" if model.predicts_ratings else "ranking score")
+        outcome = (f"predicted {parts['predicted_stars']:.2f}★" if model.predicts_ratings
+                   else f"ranking score {parts['score']:+.3f} ({model.name})")
+        lines = [f"{product_id} for {user_id}: {outcome}"]
         if stats.product_n[p] == 0:
             lines.append(f"- {product_id} has no training ratings: its embedding is untrained, so similarities to it mean little")
         if not len(table):
@@ -286,7 +289,7 @@ class Explorer:
         lines.append(
             f"- score ({unit}) = global {parts['global_bias']:+.3f} + user {parts['user_bias']:+.3f} "
             f"+ product {parts['product_bias']:+.3f} + taste match u·p {parts['dot_product']:+.3f} "
-            f"= {parts['score']:+.3f} → {parts['predicted_stars']:.2f}★"
+            f"= {parts['score']:+.3f}" + (f" → {parts['predicted_stars']:.2f}★" if model.predicts_ratings else "")
         )
         return Explanation(str(user_id), str(product_id), table, parts, "\n".join(lines))
 
@@ -413,7 +416,7 @@ def _decompose(model: FactorModel, u: int, p: int) -> dict[str, float]:
         "product_bias": pb,
         "dot_product": dot,
         "score": score,
-        "predicted_stars": float(model.to_stars(np.array([score]))[0]),
+        "predicted_stars": float(model.to_stars(np.array([score]))[0]) if model.predicts_ratings else float("nan"),
     }
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from recsys_utils.constants import DEFAULT_PRODUCT_COL
 from recsys_utils.errors import ParameterError, UnknownIDError, positive_int
 from recsys_utils.explore.explorer import Explorer
+from recsys_utils.models.factors import FactorModel
 from recsys_utils.retrieval.serve import recommend_for_user
 
 __all__ = ["live_frontend", "recommendation_panel"]
@@ -42,11 +43,13 @@ def live_frontend() -> bool:
     return "cellId" in ((parent or {}).get("metadata") or {})
 
 
-def _recommend_view(explorer: Explorer, user_id: str, n: int, n_explain: int) -> list[Any]:
+def _recommend_view(explorer: Explorer, user_id: str, n: int, n_explain: int,
+                    rating_model: FactorModel | None) -> list[Any]:
     """What the panel shows for one user: markdown and tables, as display objects."""
     from IPython.display import Markdown
 
-    recs = recommend_for_user(explorer.factor_model, explorer.encoders, explorer.stats.ratings, user_id, n)
+    recs = recommend_for_user(explorer.factor_model, explorer.encoders, explorer.stats.ratings, user_id, n,
+                              rating_model=rating_model)
     why = explorer.explanations_table(user_id, recs[DEFAULT_PRODUCT_COL].tolist(), n_explain)
     return [
         Markdown(f"**Top {len(recs)} for {user_id}**"),
@@ -56,7 +59,8 @@ def _recommend_view(explorer: Explorer, user_id: str, n: int, n_explain: int) ->
     ]
 
 
-def recommendation_panel(explorer: Explorer, user_ids: Sequence[str], top_n: int = 10, *, n_explain: int = 3):
+def recommendation_panel(explorer: Explorer, user_ids: Sequence[str], top_n: int = 10, *, n_explain: int = 3,
+                         rating_model: FactorModel | None = None):
     """An ipywidgets panel: pick a user (dropdown or typed ID) and N, see top-N and explanations.
 
     Parameters
@@ -69,6 +73,8 @@ def recommendation_panel(explorer: Explorer, user_ids: Sequence[str], top_n: int
         The slider's starting value.
     n_explain : int, default 3
         Rated products per explanation.
+    rating_model : FactorModel, optional
+        Gives the stars shown next to each product when the explorer's model ranks only.
 
     Returns
     -------
@@ -94,7 +100,7 @@ def recommendation_panel(explorer: Explorer, user_ids: Sequence[str], top_n: int
 
     def redraw(*_: Any) -> None:
         try:
-            shown = _recommend_view(explorer, state["user"], slider.value, n_explain)
+            shown = _recommend_view(explorer, state["user"], slider.value, n_explain, rating_model)
         except (UnknownIDError, ParameterError) as exc:
             from IPython.display import Markdown
 

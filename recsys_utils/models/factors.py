@@ -35,7 +35,7 @@ from recsys_utils.errors import ParameterError, UnknownIDError, positive_int
 from recsys_utils.io import atomic_path
 from recsys_utils.models.topk import top_n
 
-__all__ = ["FactorModel", "seen_matrix", "mask_seen", "default_block_size", "check_threads", "blas_single_threaded"]
+__all__ = ["FactorModel", "blend", "seen_matrix", "mask_seen", "default_block_size", "check_threads", "blas_single_threaded"]
 
 _LINKS = ("identity", "sigmoid")
 
@@ -60,6 +60,9 @@ class FactorModel:
     ----------
     user_factors, product_factors : numpy.ndarray
         ``(n_users, d)`` and ``(n_products, d)``; ``d`` may be 0 for bias-only baselines.
+        ``user_factors`` may be a SciPy sparse matrix: item-to-item models (EASE) score a
+        user as their row of the ratings matrix times item weights, so ``d = n_products``
+        and each user's factors are mostly zeros. Scoring densifies one block at a time.
     user_bias, product_bias : numpy.ndarray
         ``(n_users,)`` and ``(n_products,)``.
     global_bias : float
@@ -88,7 +91,10 @@ class FactorModel:
     _pt: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
+        if sparse.issparse(self.user_factors):
+            self.user_factors = sparse.csr_matrix(self.user_factors, dtype=np.float32)
+        else:
+            self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
         self.product_factors = np.ascontiguousarray(self.product_factors, dtype=np.float32)
         self.user_bias = np.ascontiguousarray(self.user_bias, dtype=np.float32).reshape(-1)
         self.product_bias = np.ascontiguousarray(self.product_bias, dtype=np.float32).reshape(-1)
@@ -139,7 +145,12 @@ class FactorModel:
         """Raw scores (before the link) of aligned (user, product) index pairs."""
         u = self.check_index(user_idx, self.n_users, "user")
         p = self.check_index(product_idx, self.n_products, "product")
-        s = np.einsum("ij,ij->i", self.user_factors[u], self.product_factors[p], dtype=np.float64)
+        if sparse.issparse(self.user_factors):
+            s = np.concatenate([np.zeros(0)] + [  # in chunks: a chunk's product rows are dense
+                np.asarray(self.user_factors[u[c : c + 4096]].multiply(self.product_factors[p[c : c + 4096]])
+                           .sum(axis=1), dtype=np.float64).ravel() for c in range(0, len(u), 4096)])
+        else:
+            s = np.einsum("ij,ij->i", self.user_factors[u], self.product_factors[p], dtype=np.float64)
         return s + self.user_bias[u] + self.product_bias[p] + self.global_bias
 
     def to_stars(self, scores: np.ndarray) -> np.ndarray:
@@ -175,14 +186,23 @@ class FactorModel:
         """``(len(user_idx), d + 2)``: each user's factors, then 1, then ``b_u + b``; see :meth:`product_matrix`."""
         u = self.check_index(user_idx, self.n_users, "user")
         left = np.empty((len(u), self.dim + 2), dtype=np.float32)
-        left[:, : self.dim] = self.user_factors[u]
+        rows = self.user_factors[u]
+        left[:, : self.dim] = rows.toarray() if sparse.issparse(rows) else rows
         left[:, self.dim] = 1.0
         left[:, self.dim + 1] = self.user_bias[u] + np.float32(self.global_bias)
         return left
 
     def score_block(self, user_idx: np.ndarray) -> np.ndarray:
         """Raw scores of a block of users against every product, ``(len(user_idx), n_products)``."""
-        return self.user_matrix(user_idx) @ self.product_matrix()
+        if not sparse.issparse(self.user_factors):
+            return self.user_matrix(user_idx) @ self.product_matrix()
+        # sparse users: a sparse × dense product costs (ratings in the block) × n_products
+        u = self.check_index(user_idx, self.n_users, "user")
+        pt = self.product_matrix()
+        scores = np.asarray(self.user_factors[u] @ pt[: self.dim], dtype=np.float32)
+        scores += pt[self.dim][None, :]
+        scores += (self.user_bias[u] + np.float32(self.global_bias))[:, None]
+        return scores
 
     def recommend(
         self,
@@ -279,11 +299,14 @@ class FactorModel:
     def save(self, path: str | Path) -> Path:
         """Write the weights to an ``.npz`` file (atomically)."""
         path = Path(path)
+        uf = self.user_factors
+        users = ({"user_factors_data": uf.data, "user_factors_indices": uf.indices, "user_factors_indptr": uf.indptr,
+                  "user_factors_shape": np.array(uf.shape)} if sparse.issparse(uf) else {"user_factors": uf})
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(
                     fh,
-                    user_factors=self.user_factors,
+                    **users,
                     product_factors=self.product_factors,
                     user_bias=self.user_bias,
                     product_bias=self.product_bias,
@@ -300,8 +323,13 @@ class FactorModel:
     def load(cls, path: str | Path) -> "FactorModel":
         """Read weights written by :meth:`save`."""
         with np.load(Path(path), allow_pickle=False) as z:
+            if "user_factors" in z.files:
+                uf = z["user_factors"]
+            else:
+                uf = sparse.csr_matrix((z["user_factors_data"], z["user_factors_indices"], z["user_factors_indptr"]),
+                                       shape=tuple(z["user_factors_shape"]))
             return cls(
-                user_factors=z["user_factors"],
+                user_factors=uf,
                 product_factors=z["product_factors"],
                 user_bias=z["user_bias"],
                 product_bias=z["product_bias"],
@@ -314,6 +342,28 @@ class FactorModel:
             )
 
 
+
+def blend(first: FactorModel, second: FactorModel, weight: float, *, name: str) -> FactorModel:
+    """The model scoring ``first.score + weight · second.score``, itself a :class:`FactorModel`.
+
+    Factors are placed side by side (``[u₁, w·u₂] · [p₁, p₂] = u₁·p₁ + w·u₂·p₂``) and
+    biases added, so the blend ranks, recommends and saves like any other model. Its
+    scores are not stars (``predicts_ratings`` is False): use it to order products.
+    """
+    if (first.n_users, first.n_products) != (second.n_users, second.n_products):
+        raise ParameterError(f"blend: models of {first.n_users} × {first.n_products} and "
+                             f"{second.n_users} × {second.n_products}: expected one vocabulary")
+    if sparse.issparse(first.user_factors) or sparse.issparse(second.user_factors):
+        raise ParameterError("blend: models with sparse user factors (item-to-item) cannot be blended")
+    w = np.float32(weight)
+    return FactorModel(
+        np.hstack([first.user_factors, w * second.user_factors]),
+        np.hstack([first.product_factors, second.product_factors]),
+        first.user_bias + w * second.user_bias,
+        first.product_bias + w * second.product_bias,
+        first.global_bias + float(w) * second.global_bias,
+        link="identity", rating_min=first.rating_min, rating_max=first.rating_max, name=name, predicts_ratings=False,
+    )
 
 #: Upper bound on the default number of threads (each holds one block of scores).
 _MAX_THREADS = 8

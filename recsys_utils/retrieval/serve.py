@@ -42,8 +42,13 @@ def recommend_for_user(
     seen: sparse.csr_matrix,
     user_id: str,
     n: int = 10,
+    *,
+    rating_model: FactorModel | None = None,
 ) -> pd.DataFrame:
     """Top-``n`` unrated products for one user ID: columns rank, product_id, predicted_rating.
+
+    ``model`` orders the products; ``predicted_rating`` is ``rating_model``'s stars for them
+    when given (a ranking model's scores are not stars), else ``model``'s own.
 
     Raises
     ------
@@ -52,6 +57,7 @@ def recommend_for_user(
     """
     u = encoders.users.index_of(user_id)
     idx, stars = model.recommend(np.array([u]), n, seen=seen)
+    stars = _stars_of(rating_model, np.array([u]), idx, stars)
     keep = idx[0] >= 0
     return pd.DataFrame(
         {
@@ -72,6 +78,7 @@ def recommend_all(
     block_size: int | None = None,
     threads: int | None = None,
     progress: bool = True,
+    rating_model: FactorModel | None = None,
 ) -> pd.DataFrame | Path:
     """Top-``n`` recommendations for every user in the vocabulary.
 
@@ -80,7 +87,8 @@ def recommend_all(
     user_id, rank, product_id, predicted_rating is returned. ``block_size`` and ``threads``
     are as in :meth:`FactorModel.recommend` and change only the speed. Pass an
     :class:`~recsys_utils.retrieval.ann.AnnIndex` as ``model`` for catalogs where exact
-    scoring of every user is too slow.
+    scoring of every user is too slow. With ``rating_model``, ``predicted_rating`` holds its
+    stars for the listed products (as :func:`recommend_for_user`).
     """
     n = positive_int("top_n", n)
     n_users = model.n_users
@@ -107,6 +115,7 @@ def recommend_all(
         ) as bar:
             for start, idx, stars in model.recommend_blocks(all_users, n, seen, block_size, threads):
                 users = all_users[start : start + len(idx)]
+                stars = _stars_of(rating_model, users, idx, stars)
                 valid = idx >= 0
                 rows_u = np.repeat(users, valid.sum(axis=1))
                 ranks = np.broadcast_to(np.arange(1, idx.shape[1] + 1), idx.shape)[valid]
@@ -130,3 +139,13 @@ def recommend_all(
             for t in blocks():
                 writer.write_table(t)
     return path
+
+
+def _stars_of(rating_model: FactorModel | None, users: np.ndarray, idx: np.ndarray, stars: np.ndarray) -> np.ndarray:
+    """``rating_model``'s stars for the listed ``idx`` of each of ``users`` (NaN on padding); ``stars`` without one."""
+    if rating_model is None:
+        return stars
+    out = np.full(idx.shape, np.nan)
+    valid = idx >= 0
+    out[valid] = rating_model.predict(np.repeat(users, valid.sum(axis=1)), idx[valid])
+    return out

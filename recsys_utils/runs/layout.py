@@ -101,6 +101,11 @@ class RunPaths:
         return self.artifacts / "history.json"
 
     @property
+    def recommender(self) -> Path:
+        """Which model orders the top-N lists (``name``, blend weight, validation scores)."""
+        return self.artifacts / "recommender.json"
+
+    @property
     def metrics(self) -> Path:
         return self.artifacts / "metrics.json"
 
@@ -158,6 +163,20 @@ class FinishedRun:
             return FactorModel.load(self.paths.factors)
 
         return self._get("factor_model", load)
+
+    @property
+    def recommender_model(self) -> FactorModel:
+        """The model that orders the run's top-N lists (named in ``recommender.json``; the rating
+        model in runs made before the ranking model existed)."""
+
+        def load():
+            if not self.paths.recommender.exists():
+                return self.factor_model
+            name = read_json(self.paths.recommender)["name"]
+            self.paths.require(self.paths.variant_factors(name))
+            return FactorModel.load(self.paths.variant_factors(name))
+
+        return self._get("recommender_model", load)
 
     def split(self, name: str) -> pd.DataFrame:
         return self._get(f"split:{name}", lambda: read_parquet(self.paths.split(name)))

@@ -14,7 +14,64 @@ import numpy as np
 from recsys_utils.errors import RunError
 from recsys_utils.models.keras.layers import PRODUCT_BIAS, PRODUCT_EMBEDDING, USER_BIAS, USER_EMBEDDING
 
-__all__ = ["fit_fast", "epoch_batches"]
+__all__ = ["fit_fast", "epoch_batches", "adam_moments", "last_positions", "dense_adam", "sparse_adam"]
+
+#: Keras's Adam defaults.
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
+
+
+def adam_moments(tf, var):
+    """Adam's two moments side by side, one table per variable (row i: ``[m_i, v_i]``), so a step
+    reads and writes each touched row's moments in one gather and one scatter."""
+    return tf.Variable(tf.zeros(var.shape[:1] + [2] + var.shape[1:], var.dtype) if var.shape.rank
+                       else tf.zeros([2], var.dtype), trainable=False)
+
+
+def last_positions(tf, owner, idx, iterations):
+    """For each position of ``idx``, the last position in ``idx`` holding the same row.
+
+    Found without sorting (XLA's sort is slow on CPU): each position scatter-maxes the
+    key ``step * 2**31 + position`` into its row's slot of ``owner`` (an int64 variable with
+    one slot per row, initially -1); reading the slots back gives the largest key of each
+    row in this step (keys of earlier steps are all smaller, so the table never needs a
+    reset, as long as ``iterations`` grows by one per step).
+    """
+    base = iterations * (2**31)
+    owner.scatter_max(tf.IndexedSlices(base + tf.range(tf.shape(idx)[0], dtype=tf.int64), idx))
+    return tf.cast(tf.gather(owner, idx) - base, tf.int32)
+
+
+def dense_adam(tf, var, moments, grad, lr_t) -> None:
+    """One plain Adam step of ``var`` (moments as :func:`adam_moments`)."""
+    m, v = moments[0], moments[1]
+    m, v = m + (1 - BETA_1) * (grad - m), v + (1 - BETA_2) * (tf.square(grad) - v)
+    moments.assign(tf.stack([m, v]))
+    var.assign_sub(lr_t * m / (tf.sqrt(v) + EPSILON))
+
+
+def sparse_adam(tf, var, moments, idx, values, last, lr_t) -> None:
+    """Adam applied only to the rows ``idx`` of ``var`` whose gradient rows are ``values``.
+
+    ``last`` (from :func:`last_positions`) marks, for each position, the last position of
+    its row: that position carries the sums over the row's positions of the gradient and of
+    the squared gradient (Keras's Adam squares an embedding gradient entry by entry before
+    repeated rows are summed, so its v tracks the per-rating squares; the same here, which
+    makes this update equal to Keras's whenever every row is in the batch). The other
+    positions get zero deltas: adding 0.0 leaves a value exactly as it is.
+    """
+    b1, b2, eps = BETA_1, BETA_2, EPSILON
+    n = tf.shape(idx)[0]
+    stats = tf.math.unsorted_segment_sum(tf.stack([values, tf.square(values)], axis=1), last, n)
+    mask = tf.cast(tf.equal(last, tf.range(n)), values.dtype)
+    mask = tf.reshape(mask, tf.concat([[n], tf.ones(tf.rank(values), tf.int32)], 0))
+    decay = tf.reshape(tf.constant([1 - b1, 1 - b2], values.dtype),
+                       tf.concat([[1, 2], tf.ones(tf.rank(values) - 1, tf.int32)], 0))
+    rows = tf.gather(moments, idx)  # [n, 2, ...]: m and v of each position's row
+    delta = decay * (stats - rows) * mask
+    moments.scatter_add(tf.IndexedSlices(delta, idx))
+    new = rows + delta
+    var.scatter_add(tf.IndexedSlices(-lr_t * new[:, 0] / (tf.sqrt(new[:, 1]) + eps) * mask[:, 0], idx))
+
 
 
 def fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
@@ -92,21 +149,13 @@ class _FastFit:
     Shapes are static (see :func:`epoch_batches`), so XLA compiles the step once per run.
     """
 
-    BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # Keras's Adam defaults
-
     def __init__(self, model, learning_rate: float, jit_compile: bool) -> None:
         import tensorflow as tf
 
         self.tf = tf
         self.model = model
         self.variables = [v.value for v in model.trainable_variables]
-        # Adam's two moments side by side, one table per variable (row i: [m_i, v_i]), so a
-        # step reads and writes each touched row's moments in one gather and one scatter
-        self.moments = [
-            tf.Variable(tf.zeros(v.shape[:1] + [2] + v.shape[1:], v.dtype) if v.shape.rank else tf.zeros([2], v.dtype),
-                        trainable=False)
-            for v in self.variables
-        ]
+        self.moments = [adam_moments(tf, v) for v in self.variables]
         # Owner tables for _last_positions, one per input: the user embedding and the user
         # bias are looked up with the same indices, so they share one (likewise products);
         # any other table gets its own.
@@ -126,50 +175,19 @@ class _FastFit:
 
     # -- one Adam update -------------------------------------------------------------
     def _last_positions(self, owner, idx):
-        """For each position of ``idx``, the last position in ``idx`` holding the same row.
-
-        Found without sorting (XLA's sort is slow on CPU): each position scatter-maxes the
-        key ``step * 2**31 + position`` into its row's slot of ``owner``; reading the slots
-        back gives the largest key of each row in this step (keys of earlier steps are all
-        smaller, so the table never needs a reset).
-        """
-        tf = self.tf
-        base = self.iterations * (2**31)
-        owner.scatter_max(tf.IndexedSlices(base + tf.range(tf.shape(idx)[0], dtype=tf.int64), idx))
-        return tf.cast(tf.gather(owner, idx) - base, tf.int32)
+        return last_positions(self.tf, owner, idx, self.iterations)
 
     def _apply(self, var, moments, grad, last, lr_t) -> None:
         tf = self.tf
-        b1, b2, eps = self.BETA_1, self.BETA_2, self.EPSILON
         if not isinstance(grad, tf.IndexedSlices):  # the global bias: plain Adam
-            m, v = moments[0], moments[1]
-            m, v = m + (1 - b1) * (grad - m), v + (1 - b2) * (tf.square(grad) - v)
-            moments.assign(tf.stack([m, v]))
-            var.assign_sub(lr_t * m / (tf.sqrt(v) + eps))
+            dense_adam(tf, var, moments, grad, lr_t)
             return
-        idx, values = grad.indices, grad.values
-        n = tf.shape(idx)[0]
-        # The row's last position in the batch carries the sums over its positions of the
-        # gradient and of the squared gradient (Keras's Adam squares an embedding gradient
-        # entry by entry before repeated rows are summed, so its v tracks the per-rating
-        # squares; the same here, which makes this update equal to Keras's whenever every
-        # row is in the batch). The other positions get zero deltas: adding 0.0 leaves a
-        # value exactly as it is.
-        stats = tf.math.unsorted_segment_sum(tf.stack([values, tf.square(values)], axis=1), last, n)
-        mask = tf.cast(tf.equal(last, tf.range(n)), values.dtype)
-        mask = tf.reshape(mask, tf.concat([[n], tf.ones(tf.rank(values), tf.int32)], 0))
-        decay = tf.reshape(tf.constant([1 - b1, 1 - b2], values.dtype),
-                           tf.concat([[1, 2], tf.ones(tf.rank(values) - 1, tf.int32)], 0))
-        rows = tf.gather(moments, idx)  # [n, 2, ...]: m and v of each position's row
-        delta = decay * (stats - rows) * mask
-        moments.scatter_add(tf.IndexedSlices(delta, idx))
-        new = rows + delta
-        var.scatter_add(tf.IndexedSlices(-lr_t * new[:, 0] / (tf.sqrt(new[:, 1]) + eps) * mask[:, 0], idx))
+        sparse_adam(tf, var, moments, grad.indices, grad.values, last, lr_t)
 
     def _run_steps(self, users, products, targets):
         """Train on ``users[i], products[i], targets[i]`` for each batch i; return the summed MSE and loss."""
         tf = self.tf
-        b1, b2 = self.BETA_1, self.BETA_2
+        b1, b2 = BETA_1, BETA_2
         sse = tf.constant(0.0, tf.float32)
         loss_sum = tf.constant(0.0, tf.float32)
         size = tf.cast(tf.shape(users)[1], tf.float32)

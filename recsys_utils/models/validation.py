@@ -1,0 +1,112 @@
+"""How a trainer scores itself while it trains: NDCG@K of a factor model on held-out positives.
+
+The ranking model stops early, and blends are chosen, on this number. It is NDCG@K as
+:func:`recsys_utils.evaluation.metrics.ranking_metrics` defines it (binary gain, ``1 /
+log2(rank + 1)`` discount, ideal list of ``min(K, relevant)`` hits, averaged over the users
+with a relevant held-out rating, the full catalog minus each user's training products
+ranked), computed on index arrays so it can run after every epoch; a test checks the two
+agree. It lives here, not in ``evaluation``, because trainers sit below evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys_utils.data.encoding import EncodedRatings
+from recsys_utils.errors import ParameterError, positive_int
+from recsys_utils.models.factors import FactorModel, blend, seen_matrix
+
+__all__ = ["HeldOutRanking", "choose_blend"]
+
+
+class HeldOutRanking:
+    """Held-out positives to rank for, with each user's training products excluded.
+
+    Parameters
+    ----------
+    train : EncodedRatings
+        The training rows (excluded from every user's list).
+    held_out : EncodedRatings
+        Validation rows; those rated at least ``relevance_threshold`` are the positives.
+    k : int
+        The cut-off.
+    relevance_threshold : float
+        The lowest held-out rating that counts as relevant.
+    max_users : int, optional
+        Rank for at most this many users (drawn with ``seed``), to bound the time per epoch
+        on large data.
+    """
+
+    def __init__(
+        self,
+        train: EncodedRatings,
+        held_out: EncodedRatings,
+        *,
+        k: int = 10,
+        relevance_threshold: float = 4.0,
+        max_users: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if (train.n_users, train.n_products) != (held_out.n_users, held_out.n_products):
+            raise ParameterError("train and held_out must share one vocabulary (n_users, n_products)")
+        self.k = positive_int("k", k)
+        self.n_products = train.n_products
+        self.seen = seen_matrix(train.user_idx, train.product_idx, train.n_users, train.n_products)
+        relevant = held_out.rating >= relevance_threshold
+        u, p = held_out.user_idx[relevant], held_out.product_idx[relevant]
+        users = np.unique(u)
+        if max_users is not None and len(users) > positive_int("max_users", max_users):
+            users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+            keep = np.isin(u, users)
+            u, p = u[keep], p[keep]
+        self.users = users
+        row = np.searchsorted(users, u)
+        self._keys = np.unique(row.astype(np.int64) * (self.n_products + 1) + p)
+        n_rel = np.bincount(self._keys // (self.n_products + 1), minlength=len(users))
+        discount = 1.0 / np.log2(np.arange(2, self.k + 2, dtype=np.float64))
+        self._idcg = np.cumsum(discount)[np.minimum(n_rel, self.k) - 1] if len(users) else np.zeros(0)
+        self._discount = discount
+
+    def __len__(self) -> int:
+        """How many users are ranked for."""
+        return len(self.users)
+
+    def ndcg(self, model: FactorModel) -> float:
+        """Mean NDCG@K of ``model``'s lists over the held-out users (NaN when there are none)."""
+        return float(np.mean(self.per_user(model))) if len(self.users) else float("nan")
+
+    def per_user(self, model: FactorModel) -> np.ndarray:
+        """NDCG@K of each user in :attr:`users` (for paired comparisons of two models)."""
+        idx, _ = model.recommend(self.users, self.k, seen=self.seen)
+        q = np.arange(len(self.users), dtype=np.int64)[:, None] * (self.n_products + 1) + np.where(
+            idx < 0, self.n_products, idx)
+        hit = np.isin(q, self._keys)
+        return (hit * self._discount[: idx.shape[1]]).sum(axis=1) / self._idcg
+
+
+def choose_blend(
+    ranker: FactorModel,
+    rater: FactorModel,
+    held_out: HeldOutRanking,
+    weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0),
+    *,
+    name: str = "mf_rank_blend",
+) -> tuple[FactorModel, float, dict[float, float]]:
+    """The blend ``ranker + w · rater`` (see :func:`~recsys_utils.models.factors.blend`) with the best
+    held-out NDCG@K over ``weights``; weight 0 returns ``ranker`` itself.
+
+    Returns
+    -------
+    (model, weight, scores)
+        The chosen model, its weight and the held-out NDCG@K of every weight tried.
+    """
+    if not weights:
+        raise ParameterError("weights: expected at least one blend weight")
+    scores: dict[float, float] = {}
+    best = None
+    for w in weights:
+        model = ranker if w == 0 else blend(ranker, rater, w, name=name)
+        scores[float(w)] = held_out.ndcg(model)
+        if best is None or scores[float(w)] > best[0]:
+            best = (scores[float(w)], float(w), model)
+    return best[2], best[1], scores
