@@ -253,7 +253,7 @@ class Source:
                 raise self.damaged(exc) from None
 
     def damaged(self, exc: BaseException, where: str = "") -> RatingsFileError:
-        what = self._container_text() if self.container else "file"
+        what = ("zip member" if self.container == "zip" else f"{self.container} stream") if self.container else "file"
         return RatingsFileError(f"{self.path}{where}: the {what} is damaged or truncated ({exc}); expected a "
                                 "complete file (download or copy it again)")
 
