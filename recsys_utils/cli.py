@@ -23,11 +23,12 @@ from recsys_utils.config import RunConfig, resolve_config
 from recsys_utils.data.fetch import fetch_dataset
 from recsys_utils.data.sample import default_data_path, write_sample
 from recsys_utils.data.synthetic import generate_ratings
-from recsys_utils.errors import RecsysError, UnknownIDError
+from recsys_utils.errors import RecsysError, UnknownIDError, positive_int
 from recsys_utils.retrieval.serve import popular_products, recommend_for_user
 from recsys_utils.runs.layout import load_run
 from recsys_utils.runs.pipeline import run_pipeline
 from recsys_utils.runs.sweep import run_sweep
+from recsys_utils.runs.transaction import check_run_name
 
 __all__ = ["main", "build_parser"]
 
@@ -42,7 +43,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, va
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", values),
                         help=param_help)
     parser.add_argument("--hide-code", action="store_true", help="leave code cells out of the HTML reports")
-    parser.add_argument("--overwrite", action="store_true", help="reuse a folder that already holds files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run of the same name when the new one ends (until then the old one stays)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--run", required=True, help="run directory, e.g. reports/<run_name>")
     rec.add_argument("--user", required=True, action="append", help="user ID (repeatable)")
     rec.add_argument("--top-n", type=int, default=10)
+    rec.add_argument("--allow-failed", action="store_true",
+                     help="read a failed or interrupted run's artifacts from the notebooks that finished")
     rec.add_argument(
         "--cold-start", choices=("error", "popular"), default="error",
         help="for a user unknown to the model: fail (default) or show the most popular products",
@@ -138,7 +142,9 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     import pandas as pd
 
 
-    run = load_run(args.run)
+    check_run_name(Path(args.run).resolve().name, "run folder name")
+    positive_int("--top-n", args.top_n)
+    run = load_run(args.run, allow_unfinished=args.allow_failed)
     status = 0
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         for user in args.user:
