@@ -239,6 +239,23 @@ def test_cli_recommend_on_an_interrupted_run_exits_2_naming_the_notebook(world, 
     assert err.startswith("error: ") and "interrupted in 01_eda" in err and "Traceback" not in err
 
 
+def test_runs_lists_a_killed_run_as_interrupted_and_the_reports_index_says_so(world, tmp_path, capsys):
+    reports = tmp_path / "reports"
+    w = dict(world, reports=reports)
+    child = start_child(w, "k3")
+    wait_for(lambda: in_01(w, "k3", child), "the child to reach 01")
+    kill(child)
+    assert main(["runs", "--reports-dir", str(reports)]) == 0
+    out = capsys.readouterr().out
+    assert "k3" in out and "interrupted" in out and "did not finish 01_eda" in out and f"pid {child.pid}" in out
+    # a CLI run that fails (its input is missing) rewrites reports/index.html with every run's state now
+    assert main(["-q", "run", "--data", str(tmp_path / "absent.csv"), "--reports-dir", str(reports),
+                 "--run-name", "other"]) == 1
+    index = (reports / "index.html").read_text()
+    assert '<td class="interrupted">interrupted</td>' in index and '<td class="failed">failed</td>' in index
+    assert "k3" in index and "other" in index
+
+
 # ----------------------------------------------------------------- two processes, one name
 def test_a_second_run_of_the_same_name_is_refused_naming_the_holder(unchanged):
     w = unchanged

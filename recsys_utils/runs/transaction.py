@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import fcntl
 import json
 import os
@@ -38,7 +37,7 @@ from recsys_utils.errors import ParameterError, RunError
 from recsys_utils.io import file_mode, filesystem_error, read_json
 
 __all__ = ["RUN_NAME_RULE", "check_run_name", "process_identity", "process_alive", "run_state",
-           "RunTransaction", "staging_dir", "describe_unfinished"]
+           "RunTransaction", "staging_dir", "describe_unfinished", "read_manifest", "list_runs"]
 
 #: What a run or sweep name may be: a plain folder name, safe on every filesystem and URL.
 RUN_NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ -, not starting with a dot"
@@ -284,6 +283,40 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def is_disk_error(exc: BaseException) -> bool:
-    """An ``OSError`` that says the filesystem cannot take the write (full, read-only, ...)."""
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+def list_runs(reports_dir: Path) -> list[dict[str, Any]]:
+    """Every run and sweep under ``reports_dir``, finished or not, with its state as of now.
+
+    Each row: ``name``, ``state`` (``ok``, ``failed``, ``running``, ``interrupted``, ``sweep``
+    or ``unknown``), ``folder``, ``started``, ``stopped_in`` (the notebook that did not
+    finish) and ``pid``. A staging folder is listed under its run's name: a run in progress,
+    or one whose process is gone (``interrupted``).
+    """
+    rows: list[dict[str, Any]] = []
+    reports_dir = Path(reports_dir)
+    if not reports_dir.is_dir():
+        return rows
+    for folder in sorted(reports_dir.iterdir()):
+        staged = folder.name.startswith(".") and folder.name.endswith(".staging")
+        if not folder.is_dir() or (folder.name.startswith(".") and not staged):
+            continue
+        name = folder.name[1:-len(".staging")] if staged else folder.name
+        row: dict[str, Any] = {"name": name, "folder": str(folder), "state": "unknown", "started": None,
+                               "stopped_in": None, "pid": None}
+        try:
+            manifest = read_manifest(folder)
+        except RunError:
+            manifest = None
+            row["state"] = "damaged"
+        if manifest is not None:
+            row["state"] = run_state(manifest)
+            row["started"] = manifest.get("started")
+            row["pid"] = (manifest.get("process") or {}).get("pid")
+            if row["state"] != "ok":
+                row["stopped_in"] = next((n.get("name") for n in manifest.get("notebooks") or []
+                                          if n.get("status") != "ok"), None)
+        elif (folder / "sweep.json").exists():
+            row["state"] = "sweep"
+        elif staged:
+            row["state"] = "interrupted"  # a sweep's staging folder: sweeps write sweep.json last
+        rows.append(row)
+    return rows
