@@ -23,6 +23,7 @@ from typing import Any
 
 from recsys_utils.data.cleaning import DUPLICATE_POLICIES
 from recsys_utils.data.formats import INVALID_POLICIES
+from recsys_utils.data.source import not_a_regular_file
 from recsys_utils.data.split import SPLITS
 from recsys_utils.data.timestamps import EARLIEST, TimeWindow
 from recsys_utils.errors import ParameterError
@@ -274,7 +275,12 @@ def resolve_config(overrides: dict[str, Any] | None = None, data: str | Path | N
         overrides["data_path"] = str(data)
     cfg = RunConfig().with_overrides(overrides).validate()
     if cfg.data_path:
-        cfg.data_path = str(Path(cfg.data_path).expanduser().resolve())
+        given = Path(cfg.data_path).expanduser()
+        kind = not_a_regular_file(given)  # before resolving: /dev/fd/63 resolves to a name that does not exist
+        if kind is not None:
+            raise ParameterError(f"data_path {str(given)!r}: is {kind}; expected a regular ratings file "
+                                 "(save the data to a file first)")
+        cfg.data_path = str(given.resolve())
     return cfg
 
 

@@ -369,6 +369,36 @@ def test_a_read_only_reports_dir_is_named(world, tmp_path, monkeypatch):
         fake_run(world["nbs"], world["data"], tmp_path, "ro")
 
 
+def test_a_reports_dir_name_too_long_is_named(world, tmp_path):
+    with pytest.raises(RunError, match="File name too long; the name is too long"):
+        fake_run(world["nbs"], world["data"], tmp_path / ("r" * 300), "x")
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "dir"])
+def test_cli_run_refuses_a_non_regular_input_before_writing_anything(tmp_path, capsys, special):
+    target = {"/dev/zero": Path("/dev/zero"), "fifo": tmp_path / "pipe", "dir": tmp_path / "folder"}[special]
+    if special == "fifo":
+        os.mkfifo(target)
+    elif special == "dir":
+        target.mkdir()
+    reports = tmp_path / "reports"
+    assert main(["-q", "run", "--data", str(target), "--reports-dir", str(reports), "--run-name", "x"]) == 2
+    err = capsys.readouterr().err
+    kind = {"/dev/zero": "a character device", "fifo": "a FIFO", "dir": "a directory"}[special]
+    assert err.startswith("error: data_path") and str(target) in err and kind in err and "regular" in err
+    assert not reports.exists()
+
+
+def test_a_process_substitution_path_is_named_as_a_pipe_not_missing(tmp_path):
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ParameterError, match=rf"'/dev/fd/{r}': is a FIFO"):
+            resolve_config({}, data=f"/dev/fd/{r}")
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 # ----------------------------------------------------------------- run names
 BAD_NAMES = ["../../x", "a/b", ".hidden", "", "x" * 101, "with space", "semi;colon", "nul\x00", "über"]
 

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 from recsys_utils.errors import RatingsFileError
 
-__all__ = ["Source", "STREAM_ERRORS"]
+__all__ = ["Source", "STREAM_ERRORS", "not_a_regular_file"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,27 @@ def _kind(head: bytes) -> str | None:
     if len(head) > 262 and head[257:262] == b"ustar":
         return "tar archive"
     return None
+
+
+def _kind_of_mode(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe or process substitution)"
+            if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+
+
+def not_a_regular_file(path: str | Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (``"a FIFO ..."``), else None.
+
+    Looks with ``stat`` only: nothing is opened, so a pipe is not consumed and a device
+    does not block.
+    """
+    try:
+        return _kind_of_mode(os.stat(path).st_mode)
+    except OSError:
+        return None
 
 
 class _PassReader(io.RawIOBase):
@@ -121,12 +142,9 @@ class Source:
         except OSError as exc:
             raise RatingsFileError(f"{path}: cannot be opened ({exc.strerror}); expected a readable ratings file") from None
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        what = _kind_of_mode(st.st_mode)
+        if what is not None:
             os.close(fd)
-            what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe or process substitution)"
-                    if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
-                    else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                    else "not a regular file")
             raise RatingsFileError(f"{path}: is {what}; expected a regular ratings file (save the data to a file first)")
         os.set_blocking(fd, True)
         src = cls(path, fd, st.st_size)

@@ -172,8 +172,8 @@ class RunTransaction:
 
     # -- lock
     def __enter__(self) -> "RunTransaction":
-        self.refuse_existing()
         try:
+            self.refuse_existing()
             self.reports_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(_lock_path(self.reports_dir, self.name), os.O_RDWR | os.O_CREAT, file_mode())
         except OSError as exc:
