@@ -56,7 +56,12 @@ def numbers_to_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     v = np.asarray(values)
     n = len(v)
-    out = np.zeros(n, dtype=np.int64)
+    if v.dtype.kind in "iu" and n:  # the common case: every value in one unit's band, no YYYYMMDD
+        lo, hi = int(v.min()), int(v.max())
+        for band_lo, band_hi, unit in ((30_000_000, 10**11, _NS["s"]), (10**11, 10**14, _NS["ms"]),
+                                       (10**14, 10**17, _NS["us"])):
+            if band_lo <= lo and hi < band_hi:
+                return v.astype(np.int64) * unit, np.zeros(n, dtype=bool)
     if v.dtype.kind in "iu":
         iv = v.astype(np.int64)
         bad = np.zeros(n, dtype=bool)
