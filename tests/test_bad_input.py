@@ -339,3 +339,10 @@ def test_an_empty_validation_split_says_what_each_part_got():
     msg = str(info.value)
     assert "train 1, valid 0, test 0" in msg and "valid and test" in msg and "min_user_ratings" in msg
     assert require_every_part(Split(df, df, df), "random", 3).train is df
+
+
+def test_a_validation_split_of_only_unseen_ids_is_refused_in_02():
+    train = pd.DataFrame({"user_id": ["a"], "product_id": ["p"], "rating": [5.0]})
+    valid = pd.DataFrame({"user_id": ["b"], "product_id": ["p"], "rating": [4.0]})
+    with pytest.raises(ParameterError, match="none of the 1 validation ratings has a user and a product seen"):
+        require_every_part(Split(train, valid, train), "random", 3)

@@ -182,4 +182,12 @@ def require_every_part(split: Split, method: str, n_ratings: int) -> Split:
             "expected ratings in each: use a larger ratings file, lower min_user_ratings/min_product_ratings, "
             "raise test_fraction/valid_fraction, or choose split='random'"
         )
+    known = (split.valid[DEFAULT_USER_COL].isin(split.train[DEFAULT_USER_COL])
+             & split.valid[DEFAULT_PRODUCT_COL].isin(split.train[DEFAULT_PRODUCT_COL]))
+    if not known.any():
+        raise ParameterError(
+            f"split={method!r} of {n_ratings} ratings: none of the {sizes['valid']} validation ratings has a user "
+            "and a product seen in training, so early stopping (03_training) has nothing to score; expected some: "
+            "use a larger ratings file or raise min_user_ratings/min_product_ratings"
+        )
     return split
