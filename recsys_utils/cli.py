@@ -194,7 +194,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         extra = f"  did not finish {r['stopped_in']}" if r["stopped_in"] else ""
-        pid = f"  pid {r['pid']}" if r["state"] in ("running", "interrupted") and r["pid"] else ""
+        pid = f"  pid {r['pid']}" if r["state"].endswith(("running", "interrupted")) and r["pid"] else ""
         print(f"{r['name']:<{width}}  {r['state']:<11}  {r['started'] or '':<25}{extra}{pid}")
     return 0
 

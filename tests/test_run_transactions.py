@@ -456,3 +456,15 @@ def test_a_manifest_from_before_issue_13_at_running_reads_as_interrupted(tmp_pat
     assert run_state(read_manifest(tmp_path)) == "interrupted"
     with pytest.raises(RunError, match="interrupted in 01_eda"):
         load_run(tmp_path)
+
+
+def test_runs_tells_a_killed_sweep_from_a_finished_one(tmp_path, capsys):
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = process_identity(p.pid)
+    p.wait()
+    write_json(staging_dir(tmp_path, "s1") / "sweep.json", {"status": "running", "process": dead, "points": []})
+    write_json(tmp_path / "s0" / "sweep.json", {"status": "ok", "process": process_identity(), "points": []})
+    assert main(["runs", "--reports-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("s1") and "sweep interrupted" in line and f"pid {p.pid}" in line for line in out), out
+    assert any(line.startswith("s0") and "sweep ok" in line for line in out), out

@@ -29,7 +29,7 @@ from recsys_utils.io import project_root, read_json, write_json
 from recsys_utils.runs.layout import RunPaths
 from recsys_utils.runs.pipeline import run_pipeline
 from recsys_utils.runs.report import write_sweep_index
-from recsys_utils.runs.transaction import RunTransaction, check_run_name
+from recsys_utils.runs.transaction import RunTransaction, check_run_name, process_identity
 
 __all__ = ["SweepResult", "run_sweep"]
 
@@ -94,6 +94,9 @@ def run_sweep(
     # lock, moved into place (replacing an old sweep only with overwrite) when it ends.
     with RunTransaction(reports, sweep_name, overwrite=overwrite) as tx:
         staged = tx.staging
+        state = {"status": "running", "process": process_identity(), "grid": grid, "fixed": base_cfg.to_dict(),
+                 "points": []}
+        write_json(staged / "sweep.json", state)  # so `runs` can tell a live sweep from a killed one
         base = run_pipeline(base_cfg, run_name="shared", reports_dir=staged, show_code=show_code,
                             progress=progress, stems=SHARED_STEMS)
         rows: list[dict[str, Any]] = []
@@ -109,7 +112,7 @@ def run_sweep(
                 rows.append(_row(name, point, result.run_dir, result.ok))
                 ok = ok and result.ok
         table = pd.DataFrame(rows)
-        write_json(staged / "sweep.json", {"grid": grid, "fixed": base_cfg.to_dict(), "points": rows})
+        write_json(staged / "sweep.json", {**state, "status": "ok" if ok else "failed", "points": rows})
         write_sweep_index(staged, table, names, base.run_dir, base.ok)
         final = tx.publish()
     return SweepResult(final, table, ok)

@@ -286,8 +286,8 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
 def list_runs(reports_dir: Path) -> list[dict[str, Any]]:
     """Every run and sweep under ``reports_dir``, finished or not, with its state as of now.
 
-    Each row: ``name``, ``state`` (``ok``, ``failed``, ``running``, ``interrupted``, ``sweep``
-    or ``unknown``), ``folder``, ``started``, ``stopped_in`` (the notebook that did not
+    Each row: ``name``, ``state`` (``ok``, ``failed``, ``running``, ``interrupted``, the same
+    for a sweep as ``sweep ok`` ..., ``damaged`` or ``unknown``), ``folder``, ``started``, ``stopped_in`` (the notebook that did not
     finish) and ``pid``. A staging folder is listed under its run's name: a run in progress,
     or one whose process is gone (``interrupted``).
     """
@@ -315,8 +315,11 @@ def list_runs(reports_dir: Path) -> list[dict[str, Any]]:
                 row["stopped_in"] = next((n.get("name") for n in manifest.get("notebooks") or []
                                           if n.get("status") != "ok"), None)
         elif (folder / "sweep.json").exists():
-            row["state"] = "sweep"
-        elif staged:
-            row["state"] = "interrupted"  # a sweep's staging folder: sweeps write sweep.json last
+            try:
+                sweep = read_json(folder / "sweep.json")
+                row["state"] = f"sweep {run_state(sweep)}" if isinstance(sweep, dict) and "status" in sweep else "sweep"
+                row["pid"] = ((sweep.get("process") or {}).get("pid")) if isinstance(sweep, dict) else None
+            except RunError:
+                row["state"] = "damaged"
         rows.append(row)
     return rows
