@@ -369,6 +369,14 @@ def test_a_read_only_reports_dir_is_named(world, tmp_path, monkeypatch):
         fake_run(world["nbs"], world["data"], tmp_path, "ro")
 
 
+def test_a_failure_before_any_notebook_still_leaves_a_failed_manifest(world, tmp_path):
+    with pytest.raises(RunError, match="no artifacts folder to reuse") as info:
+        fake_run(world["nbs"], world["data"], tmp_path, "early", reuse_artifacts=tmp_path / "nope")
+    assert f"the failed run is in {tmp_path / 'early'}" in str(info.value)
+    manifest = json.loads((tmp_path / "early" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and [n["status"] for n in manifest["notebooks"]] == ["skipped", "skipped"]
+
+
 def test_a_reports_dir_name_too_long_is_named(world, tmp_path):
     with pytest.raises(RunError, match="File name too long; the name is too long"):
         fake_run(world["nbs"], world["data"], tmp_path / ("r" * 300), "x")
@@ -412,6 +420,13 @@ def test_one_run_name_rule(name):
 @pytest.mark.parametrize("name", ["ok", "20261127-120000-ratings", "a.b_c-d", "x" * 100, "-x"])
 def test_good_run_names_pass(name):
     assert check_run_name(name) == name
+
+
+def test_the_default_run_name_follows_the_rule_whatever_the_file_is_called(tmp_path):
+    odd = tmp_path / "my ratings (copy) é.csv"
+    odd.write_text("user_id,product_id,rating\nu1,p1,5\n")
+    name = pipeline._default_run_name(resolve_config({}, data=odd))
+    assert check_run_name(name) == name and name.endswith("-my_ratings_copy_")
 
 
 @pytest.mark.parametrize("command", ["run", "sweep"])

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -135,7 +136,9 @@ class RunResult:
 
 
 def _default_run_name(cfg: RunConfig) -> str:
+    """``<date>-<time>-<data file stem>``, the stem reduced to the characters a run name may hold."""
     stem = Path(cfg.data_path).stem if cfg.data_path else "sample"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or "data"
     return f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{stem}"
 
 
@@ -210,7 +213,7 @@ def _run_staged(tx: RunTransaction, cfg: RunConfig, sources: list[Path], stems: 
         "started": _now(),
         "finished": None,
         "process": process_identity(),
-        "input": None,
+        "input": {"path": cfg.data_path or None, "sha256": None, "bytes": None},
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -72,7 +72,7 @@ def write_index(paths: RunPaths, manifest: dict[str, Any]) -> Path:
         except (RunError, KeyError, TypeError, ValueError):
             metrics_html = "<p>metrics.json could not be read.</p>"
     status = manifest.get("status", "running")
-    inp = manifest.get("input", {})
+    inp = manifest.get("input") or {}
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(manifest["run_name"])} · recsys run</title>
 <style>{CSS}</style></head><body>
