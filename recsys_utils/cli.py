@@ -1,4 +1,4 @@
-"""Command line: ``python -m recsys_utils run|sweep|recommend|fetch|params|generate``.
+"""Command line: ``python -m recsys_utils run|sweep|recommend|runs|fetch|params|generate``.
 
 Examples
 --------
@@ -8,6 +8,7 @@ Examples
     python -m recsys_utils run --data ratings_Electronics.csv -p min_user_ratings 5 -p epochs 10
     python -m recsys_utils recommend --run reports/<run> --user A2Y3A341VDK37H --top-n 10
     python -m recsys_utils sweep -p embedding_dim 16,32,64 -p l2 0.001,0.005   # one comparison report
+    python -m recsys_utils runs                                 # every run and its state (ok/failed/interrupted)
     python -m recsys_utils params                               # every parameter, default and meaning
 """
 
@@ -23,11 +24,14 @@ from recsys_utils.config import RunConfig, resolve_config
 from recsys_utils.data.fetch import fetch_dataset
 from recsys_utils.data.sample import default_data_path, write_sample
 from recsys_utils.data.synthetic import generate_ratings
-from recsys_utils.errors import RecsysError, UnknownIDError
+from recsys_utils.errors import RecsysError, UnknownIDError, positive_int
+from recsys_utils.io import project_root
 from recsys_utils.retrieval.serve import popular_products, recommend_for_user
 from recsys_utils.runs.layout import load_run
 from recsys_utils.runs.pipeline import run_pipeline
 from recsys_utils.runs.sweep import run_sweep
+from recsys_utils.runs.report import write_reports_index
+from recsys_utils.runs.transaction import check_run_name, list_runs
 
 __all__ = ["main", "build_parser"]
 
@@ -42,7 +46,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, va
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", values),
                         help=param_help)
     parser.add_argument("--hide-code", action="store_true", help="leave code cells out of the HTML reports")
-    parser.add_argument("--overwrite", action="store_true", help="reuse a folder that already holds files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run of the same name when the new one ends (until then the old one stays)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--run", required=True, help="run directory, e.g. reports/<run_name>")
     rec.add_argument("--user", required=True, action="append", help="user ID (repeatable)")
     rec.add_argument("--top-n", type=int, default=10)
+    rec.add_argument("--allow-failed", action="store_true",
+                     help="read a failed or interrupted run's artifacts from the notebooks that finished")
     rec.add_argument(
         "--cold-start", choices=("error", "popular"), default="error",
         help="for a user unknown to the model: fail (default) or show the most popular products",
@@ -66,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train + evaluate over a parameter grid, one comparison report")
     _add_run_arguments(sweep, default_name="sweep-<date>-<time>", values="VALUES",
                        param_help="one value (fixed) or comma-separated values (swept), e.g. -p embedding_dim 16,32")
+
+    runs = sub.add_parser("runs", help="list the runs under reports/ with their state now (ok, failed, running, interrupted)")
+    runs.add_argument("--reports-dir", help="where runs are written (default: reports/)")
 
     sub.add_parser("params", help="list every run parameter with its default and meaning")
 
@@ -95,6 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
+    _refresh_reports_index(args)
     if result.ok:
         print(f"report: {result.index_html}")
         return 0
@@ -127,6 +138,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
+    _refresh_reports_index(args)
     print(f"report: {result.index_html}")
     if not result.ok:
         print("some grid points failed: see the report", file=sys.stderr)
@@ -137,7 +149,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_recommend(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    run = load_run(args.run)
+    check_run_name(Path(args.run).resolve().name, "run folder name")
+    positive_int("--top-n", args.top_n)
+    run = load_run(args.run, allow_unfinished=args.allow_failed)
     status = 0
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         for user in args.user:
@@ -159,6 +173,31 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
                 print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
             print()
     return status
+
+
+def _reports_dir(args: argparse.Namespace) -> Path:
+    return Path(args.reports_dir) if args.reports_dir else project_root() / "reports"
+
+
+def _refresh_reports_index(args: argparse.Namespace) -> None:
+    """Rewrite reports/index.html after a run or sweep; a failure to do so only warns."""
+    try:
+        write_reports_index(_reports_dir(args), list_runs(_reports_dir(args)))
+    except RecsysError as exc:
+        log.warning("reports index not updated: %s", exc)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    rows = list_runs(_reports_dir(args))
+    if not rows:
+        print(f"no runs in {_reports_dir(args)}")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        extra = f"  did not finish {r['stopped_in']}" if r["stopped_in"] else ""
+        pid = f"  pid {r['pid']}" if r["state"].endswith(("running", "interrupted")) and r["pid"] else ""
+        print(f"{r['name']:<{width}}  {r['state']:<11}  {r['started'] or '':<25}{extra}{pid}")
+    return 0
 
 
 def _cmd_params(_: argparse.Namespace) -> int:
@@ -199,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("papermill", "nbconvert"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's "alternative text" notices
-    handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "recommend": _cmd_recommend, "params": _cmd_params,
+    handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "recommend": _cmd_recommend, "runs": _cmd_runs, "params": _cmd_params,
                 "generate": _cmd_generate, "fetch": _cmd_fetch}
     try:
         return handlers[args.command](args)

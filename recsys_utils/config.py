@@ -23,7 +23,9 @@ from typing import Any
 
 from recsys_utils.data.cleaning import DUPLICATE_POLICIES
 from recsys_utils.data.formats import INVALID_POLICIES
+from recsys_utils.data.source import not_a_regular_file
 from recsys_utils.data.split import SPLITS
+from recsys_utils.data.timestamps import EARLIEST, TimeWindow
 from recsys_utils.errors import ParameterError
 from recsys_utils.io import read_json, write_json
 from recsys_utils.models.keras.ranking import RankingParams
@@ -74,6 +76,8 @@ class RunConfig:
     rating_max: float = _p(5.0, "highest rating of the scale", _EDA)
     invalid: str = _p("error", "a missing, unreadable or off-scale value: error (name its line) | drop (and report)",
                       _EDA)
+    earliest_timestamp: str = _p(EARLIEST, "timestamps before this date are implausible (an error, or dropped)", _EDA)
+    latest_timestamp: str = _p("", "timestamps after this date are implausible; empty = a day after now", _EDA)
     duplicates: str = _p("last", "duplicate (user, product) pairs: keep last | first | mean", _EDA)
     min_user_ratings: int = _p(3, "k-core: keep users with at least this many ratings", _EDA)
     min_product_ratings: int = _p(3, "k-core: keep products with at least this many ratings", _EDA)
@@ -124,6 +128,12 @@ class RunConfig:
 
         need(self.rating_max > self.rating_min, "rating_max", f"a value above rating_min={self.rating_min}")
         need(self.invalid in INVALID_POLICIES, "invalid", " or ".join(INVALID_POLICIES))
+        try:
+            lo, hi = TimeWindow(self.earliest_timestamp, self.latest_timestamp).bounds()
+        except ValueError:
+            lo = hi = None
+        need(lo is not None, "earliest_timestamp", "dates such as 1990-01-01 for earliest_timestamp/latest_timestamp")
+        need(lo is None or lo < hi, "latest_timestamp", f"a date after earliest_timestamp={self.earliest_timestamp}")
         need(self.duplicates in DUPLICATE_POLICIES, "duplicates", f"one of {', '.join(DUPLICATE_POLICIES)}")
         need(self.min_user_ratings >= 1, "min_user_ratings", "an integer >= 1")
         need(self.min_product_ratings >= 1, "min_product_ratings", "an integer >= 1")
@@ -311,7 +321,12 @@ def resolve_config(overrides: dict[str, Any] | None = None, data: str | Path | N
         overrides["data_path"] = str(data)
     cfg = RunConfig().with_overrides(overrides).validate()
     if cfg.data_path:
-        cfg.data_path = str(Path(cfg.data_path).expanduser().resolve())
+        given = Path(cfg.data_path).expanduser()
+        kind = not_a_regular_file(given)  # before resolving: /dev/fd/63 resolves to a name that does not exist
+        if kind is not None:
+            raise ParameterError(f"data_path {str(given)!r}: is {kind}; expected a regular ratings file "
+                                 "(save the data to a file first)")
+        cfg.data_path = str(given.resolve())
     return cfg
 
 

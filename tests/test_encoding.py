@@ -166,7 +166,8 @@ def test_failed_save_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeyp
         raise OSError("disk full")
 
     monkeypatch.setattr(Path, "write_text", broken_write_text)
-    with pytest.raises(OSError, match="disk full"):
+    # a filesystem failure is a project error naming the file (issue 13)
+    with pytest.raises(RunError, match=r"encoders\.json: writing failed: disk full"):
         Encoders.fit(frame([("u2", "p2")])).save(path)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["encoders.json"]

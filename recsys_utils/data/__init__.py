@@ -18,7 +18,7 @@ from recsys_utils.data.cleaning import CleaningStep, clean_ratings, kcore_filter
 from recsys_utils.data.encoding import EncodedRatings, Encoders, IdEncoder
 from recsys_utils.data.readers import read_ratings
 from recsys_utils.data.sample import default_data_path, ensure_sample, resolve_data_path
-from recsys_utils.data.split import Split, describe_split, split_ratings
+from recsys_utils.data.split import Split, describe_split, require_every_part, split_ratings
 
 __all__ = [
     "CleaningStep",
@@ -32,6 +32,7 @@ __all__ = [
     "ensure_sample",
     "kcore_filter",
     "read_ratings",
+    "require_every_part",
     "resolve_data_path",
     "split_ratings",
     "summarize",

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import logging
-import zlib
 from pathlib import Path
 
-
+from recsys_utils.data.source import Source
 from recsys_utils.errors import ParameterError, RatingsFileError
 
 
-__all__ = ["USER_CANDIDATES", "PRODUCT_CANDIDATES", "RATING_CANDIDATES", "TIMESTAMP_CANDIDATES", "INVALID_POLICIES", "detect_format", "sniff", "pick_column"]
+__all__ = ["USER_CANDIDATES", "PRODUCT_CANDIDATES", "RATING_CANDIDATES", "TIMESTAMP_CANDIDATES", "INVALID_POLICIES", "detect_format", "sniff", "pick_column", "pick_all", "check_utf8"]
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +23,8 @@ log = logging.getLogger(__name__)
 USER_CANDIDATES = ("user_id", "userid", "reviewerid", "user", "customer_id", "reviewer_id")
 PRODUCT_CANDIDATES = ("product_id", "productid", "parent_asin", "asin", "itemid", "item_id", "item", "product", "movie_id")
 RATING_CANDIDATES = ("rating", "overall", "ratings", "score", "stars", "star_rating")
-TIMESTAMP_CANDIDATES = ("timestamp", "unixreviewtime", "unix_review_time", "time", "date", "review_date")
+#: A date column beats a time column: ``time`` often holds a time of day only.
+TIMESTAMP_CANDIDATES = ("timestamp", "unixreviewtime", "unix_review_time", "date", "review_date", "time")
 
 _SEPARATORS = (",", "\t", ";", "|")
 
@@ -33,22 +32,6 @@ _SEPARATORS = (",", "\t", ";", "|")
 INVALID_POLICIES = ("error", "drop")
 
 _FORMAT_ALIASES = {"csv": "csv", "tsv": "csv", "jsonl": "jsonl", "json": "jsonl", "parquet": "parquet", "pq": "parquet"}
-
-
-def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-def open_text_sample(path: Path, n_bytes: int = 65536) -> bytes:
-    try:
-        if is_gzip(path):
-            with gzip.open(path, "rb") as fh:
-                return fh.read(n_bytes)
-        with open(path, "rb") as fh:
-            return fh.read(n_bytes)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise RatingsFileError(f"{path}: the gzip stream is damaged or truncated ({exc})") from None
 
 
 def _is_number(text: str) -> bool:
@@ -77,7 +60,33 @@ def sniff(path: Path, sample: bytes) -> tuple[str, bool, list[str]]:
     names = {f.strip().lower() for f in fields}
     known = set(USER_CANDIDATES + PRODUCT_CANDIDATES + RATING_CANDIDATES + TIMESTAMP_CANDIDATES)
     has_header = bool(names & known) or (len(fields) >= 3 and not _is_number(fields[2].strip()))
+    if has_header:
+        _refuse_duplicate_names(path, [f.strip() for f in fields])
     return sep, has_header, [f.strip() for f in fields]
+
+
+def _refuse_duplicate_names(path: Path, fields: list[str]) -> None:
+    """Two header fields with one name (case aside) would make "which one?" a guess: refuse, naming both."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(fields, start=1):
+        key = name.lower()
+        if key and key in first:
+            raise RatingsFileError(
+                f"{path}, line 1: columns {first[key]} and {i} are both named {name!r}; expected each column "
+                "name once (rename one of them)"
+            )
+        first.setdefault(key, i)
+
+
+def pick_all(columns: list[str], explicit: tuple, path: Path) -> tuple[str, str, str, str | None]:
+    """The user, product, rating and (optional) timestamp columns: the explicit names or the candidates."""
+    user_col, product_col, rating_col, timestamp_col = explicit
+    return (
+        pick_column(columns, user_col, USER_CANDIDATES, "user ID", path, True),
+        pick_column(columns, product_col, PRODUCT_CANDIDATES, "product ID", path, True),
+        pick_column(columns, rating_col, RATING_CANDIDATES, "rating", path, True),
+        pick_column(columns, timestamp_col, TIMESTAMP_CANDIDATES, "timestamp", path, False),
+    )
 
 
 def pick_column(columns: list[str], explicit: str | None, candidates: tuple[str, ...], what: str, path: Path,
@@ -102,40 +111,38 @@ def pick_column(columns: list[str], explicit: str | None, candidates: tuple[str,
     return None
 
 
-def check_utf8(path: Path) -> None:
-    """Raise RatingsFileError at the first invalid UTF-8 byte, naming its line."""
+def check_utf8(source: Source) -> None:
+    """Raise RatingsFileError at the first invalid UTF-8 byte of the decoded content, naming its line."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     newlines = 0
-    opener = gzip.open if is_gzip(path) else open
-    with opener(path, "rb") as fh:
+    with source.stream() as fh:
         while chunk := fh.read(1 << 20):
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 line = newlines + chunk[: exc.start].count(b"\n") + 1
                 raise RatingsFileError(
-                    f"{path}, line {line}: byte {chunk[exc.start:exc.start + 1]!r} is not valid UTF-8; "
-                    "expected a UTF-8 text file (re-save it as UTF-8)"
+                    f"{source.path}, line {line}: byte {chunk[exc.start:exc.start + 1]!r} is not valid UTF-8; "
+                    "expected a UTF-8 (or UTF-16/32 with a byte-order mark) text file (re-save it as UTF-8)"
                 ) from None
             newlines += chunk.count(b"\n")
 
 
-def detect_format(path: Path, format: str, sample: bytes | None) -> str:
+def detect_format(source: Source, format: str, sample: bytes | None) -> str:
     """``csv``, ``jsonl`` or ``parquet``: the explicit choice, or sniffed from name and content."""
+    path = source.path
     if format != "auto":
         chosen = _FORMAT_ALIASES.get(format.lower())
         if chosen is None:
             raise ParameterError(f"format={format!r}: expected one of auto, {', '.join(sorted(_FORMAT_ALIASES))}")
         log.info("reading %s as %s (format=%r given)", path.name, chosen, format)
         return chosen
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if path.suffix.lower() in (".parquet", ".pq") or magic == b"PAR1":
-        fmt, why = "parquet", "Parquet magic bytes" if magic == b"PAR1" else f"suffix {path.suffix}"
+    if source.is_parquet:
+        fmt, why = "parquet", "Parquet magic bytes"
+    elif path.suffix.lower() in (".parquet", ".pq") and source.container is None:
+        fmt, why = "parquet", f"suffix {path.suffix}"
     else:
-        first = (sample or b"").lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+        first = (sample or b"").lstrip(b" \t\r\n")[:1]
         fmt, why = ("jsonl", "the first line starts with '{'") if first == b"{" else ("csv", "text that is not JSON")
-    log.info("reading %s as %s (%s%s)", path.name, fmt, why, ", gzip-compressed" if is_gzip(path) else "")
+    log.info("reading %s as %s (%s)", path.name, fmt, why)
     return fmt
-
-

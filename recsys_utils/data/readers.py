@@ -15,12 +15,8 @@ Example usage
 
 from __future__ import annotations
 
-import ast
-import gzip
-import json
 import logging
 import re
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +38,12 @@ from recsys_utils.data.formats import (
     USER_CANDIDATES,
     check_utf8,
     detect_format,
-    is_gzip,
-    open_text_sample,
-    pick_column,
+    pick_all,
     sniff,
 )
+from recsys_utils.data.jsonl import read_jsonl
+from recsys_utils.data.source import STREAM_ERRORS, Source
+from recsys_utils.data.timestamps import EARLIEST, TimeWindow
 from recsys_utils.data.validate import canonicalize, unix_to_utc
 from recsys_utils.errors import ParameterError, RatingsFileError
 
@@ -67,10 +64,16 @@ def read_ratings(
     rating_min: float = RATING_MIN,
     rating_max: float = RATING_MAX,
     invalid: str = "error",
+    earliest: str = EARLIEST,
+    latest: str = "",
 ) -> pd.DataFrame:
     """Read a ratings file into the canonical table and validate it.
 
-    Reads, plain or gzip-compressed (found by magic bytes, not the suffix):
+    Reads regular files only (a FIFO, device or directory is refused before a byte is read),
+    plain or compressed with gzip, xz, bz2 or zip (one member), found by magic bytes, not
+    the suffix; UTF-8 (a byte-order mark is skipped), UTF-16 or UTF-32. Tar archives and a
+    compressed file inside another are refused naming the container
+    (:mod:`recsys_utils.data.source`):
 
     - CSV/TSV (separator and header sniffed). Without a header the columns are
       ``user, product, rating[, unix_seconds]``: Amazon's 2014 ``ratings_*.csv`` and
@@ -83,8 +86,11 @@ def read_ratings(
       ``asin``, ``rating``, ``timestamp``). Streamed line by line; other fields are ignored.
     - Parquet.
 
-    Timestamps may be unix seconds or milliseconds (told apart by magnitude) or dates.
-    What was detected is logged.
+    Timestamps may be unix seconds, milliseconds, microseconds or nanoseconds (the unit
+    decided per value by magnitude), ``YYYYMMDD`` integers, or dates (ISO with or without a
+    time); each must fall between ``earliest`` and ``latest``
+    (:mod:`recsys_utils.data.timestamps`). What was detected is logged.
+    ``df.attrs["source"]`` records the path, sha256 and size of the bytes that were parsed.
 
     Parameters
     ----------
@@ -96,6 +102,9 @@ def read_ratings(
         Column (or JSON field) names; ``timestamp_col="none"`` ignores timestamps.
     rating_min, rating_max : float
         The declared rating scale.
+    earliest, latest : str
+        The plausible window of timestamps (dates); ``latest`` empty means a day after now.
+        A time outside it is a bad value (refused or dropped by ``invalid``).
     invalid : {"error", "drop"}
         What to do with rows holding a missing value (empty ID, rating or timestamp), a
         value that cannot be read (a rating that is not a number, a timestamp that is not a
@@ -123,21 +132,31 @@ def read_ratings(
     path = Path(path)
     if invalid not in INVALID_POLICIES:
         raise ParameterError(f"invalid={invalid!r}: expected one of {', '.join(INVALID_POLICIES)}")
-    if not path.exists():
-        raise RatingsFileError(f"{path}: file not found")
-    if path.is_dir():
-        raise RatingsFileError(f"{path}: is a directory; expected a ratings file")
-    if path.stat().st_size == 0:
-        raise RatingsFileError(f"{path}: the file is empty; expected rating rows")
-    scale = (rating_min, rating_max)
-    explicit = (user_col, product_col, rating_col, timestamp_col)
-    sample = None if format.lower() in ("parquet", "pq") else open_text_sample(path)
-    fmt = detect_format(path, format, sample)
+    window = TimeWindow(earliest, latest)
+    try:
+        window.bounds()
+    except ValueError as exc:
+        raise ParameterError(f"earliest={earliest!r}, latest={latest!r}: expected dates such as 1990-01-01 ({exc})") \
+            from None
+    with Source.open(path) as source:
+        out = _read(source, format, (user_col, product_col, rating_col, timestamp_col), (rating_min, rating_max),
+                    invalid, window)
+        out.attrs["source"] = source.digest()
+    log.info("read %s: %d ratings, %d users, %d products", path.name, len(out),
+             out[DEFAULT_USER_COL].nunique(), out[DEFAULT_PRODUCT_COL].nunique())
+    return out
+
+
+def _read(source: Source, format: str, explicit: tuple, scale: tuple[float, float], invalid: str,
+          window: TimeWindow) -> pd.DataFrame:
+    path = source.path
+    sample = None if format.lower() in ("parquet", "pq") or source.is_parquet else source.sample()
+    fmt = detect_format(source, format, sample)
 
     where = "column"
     if fmt == "parquet":
         try:
-            raw = pd.read_parquet(path)
+            raw = pd.read_parquet(source.raw_stream())
         except Exception as exc:  # pyarrow raises several types
             raise RatingsFileError(f"{path}: not a readable Parquet file ({exc})") from None
         raw = raw.astype({c: "string" for c in raw.columns if raw[c].dtype == object})
@@ -145,9 +164,10 @@ def read_ratings(
         lines, unit_word, header_lines = None, "row", 0
         if raw.empty:
             raise RatingsFileError(f"{path}: holds no rating rows")
-        cols = _pick_all(list(raw.columns), explicit, path)
+        cols = pick_all(list(raw.columns), explicit, path)
     elif fmt == "jsonl":
-        raw, lines, cols = _read_jsonl(path, explicit)
+        candidates = set(USER_CANDIDATES + PRODUCT_CANDIDATES + RATING_CANDIDATES + TIMESTAMP_CANDIDATES)
+        raw, lines, cols = read_jsonl(source, explicit, candidates)
         unit_word, header_lines, where = "line", 0, "field"
     else:
         assert sample is not None
@@ -164,11 +184,11 @@ def read_ratings(
                 )
             columns = [DEFAULT_USER_COL, DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_TIMESTAMP_COL][:n]
         log.info("reading %s: separator %r, %s", path.name, sep, "header found" if has_header else "no header")
-        cols = _pick_all(columns, explicit, path)
-        fast = _read_csv_fast(path, sep, has_header, columns, cols, scale)
+        cols = pick_all(columns, explicit, path)
+        fast = _read_csv_fast(source, sep, has_header, columns, cols, scale, window)
         if fast is not None:
             return fast
-        raw = _read_csv_exact(path, sep, has_header, columns, first_fields)
+        raw = _read_csv_exact(source, sep, has_header, columns, first_fields)
         lines, unit_word = None, "line"
         if raw.empty:
             raise RatingsFileError(
@@ -177,35 +197,25 @@ def read_ratings(
 
     if lines is None:  # row i of the frame is line i + 1 (+ header) of the file
         lines = raw.index.to_numpy() + 1 + header_lines
-    out, steps = canonicalize(raw, np.asarray(lines), cols, path, unit_word, where, scale, invalid)
+    out, steps = canonicalize(raw, np.asarray(lines), cols, path, unit_word, where, scale, invalid, window)
     if steps:
         out.attrs["read_steps"] = [s.to_dict() for s in steps]
-    log.info("read %s: %d ratings, %d users, %d products", path.name, len(out),
-             out[DEFAULT_USER_COL].nunique(), out[DEFAULT_PRODUCT_COL].nunique())
     return out
 
 
-def _pick_all(columns: list[str], explicit: tuple, path: Path) -> tuple[str, str, str, str | None]:
-    user_col, product_col, rating_col, timestamp_col = explicit
-    return (
-        pick_column(columns, user_col, USER_CANDIDATES, "user ID", path, True),
-        pick_column(columns, product_col, PRODUCT_CANDIDATES, "product ID", path, True),
-        pick_column(columns, rating_col, RATING_CANDIDATES, "rating", path, True),
-        pick_column(columns, timestamp_col, TIMESTAMP_CANDIDATES, "timestamp", path, False),
-    )
-
-
 # ----------------------------------------------------------------- CSV: fast path (pyarrow)
-def _read_csv_fast(path: Path, sep: str, has_header: bool, columns: list[str], cols: tuple,
-                   scale: tuple[float, float]) -> pd.DataFrame | None:
+def _read_csv_fast(source: Source, sep: str, has_header: bool, columns: list[str], cols: tuple,
+                   scale: tuple[float, float], window: TimeWindow) -> pd.DataFrame | None:
     """Read a clean CSV with pyarrow's multithreaded reader, or return None.
 
     Only the needed columns are read, IDs straight into Arrow strings, ratings as float64,
     unix timestamps as int64: no Python object per row. Anything unusual (a parse error,
     invalid UTF-8, an empty ID, a rating that is missing or off the scale, a timestamp that is
-    not an integer, duplicated column names) returns None, and the exact reader, which
-    knows line numbers, reads the file again and reports or drops the problem.
+    not an integer or outside the plausible window, an ID with a control character,
+    duplicated column names) returns None, and the exact reader, which knows line numbers,
+    reads the file again and reports or drops the problem.
     """
+    path = source.path
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -217,10 +227,9 @@ def _read_csv_fast(path: Path, sep: str, has_header: bool, columns: list[str], c
     if tcol is not None:
         types[tcol] = pa.int64()
     try:
-        source = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") if is_gzip(path) else pa.OSFile(str(path))
-        with source:
+        with source.stream() as stream:
             table = pacsv.read_csv(
-                source,
+                stream,
                 read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1 if has_header else 0,
                                                block_size=16 << 20),
                 parse_options=pacsv.ParseOptions(delimiter=sep),
@@ -234,6 +243,8 @@ def _read_csv_fast(path: Path, sep: str, has_header: bool, columns: list[str], c
             arr = pc.utf8_trim_whitespace(table.column(col))
             if pc.any(pc.equal(pc.utf8_length(arr), 0)).as_py():
                 return None
+            if _has_control_bytes(arr):
+                return None
             ids[col] = arr
         rating = table.column(rcol)
         if rating.null_count or pc.any(pc.is_nan(rating)).as_py():
@@ -241,9 +252,15 @@ def _read_csv_fast(path: Path, sep: str, has_header: bool, columns: list[str], c
         lo, hi = pc.min_max(rating).values()
         if lo.as_py() < scale[0] or hi.as_py() > scale[1]:
             return None
-        if tcol is not None and table.column(tcol).null_count:
-            return None
-    except (pa.ArrowException, OSError, EOFError, ValueError) as exc:
+        times = None
+        if tcol is not None:
+            if table.column(tcol).null_count:
+                return None
+            times = unix_to_utc(table.column(tcol).to_numpy(), tcol)
+            lo, hi = window.bounds()
+            if times.isna().any() or times.min() < lo or times.max() > hi:
+                return None
+    except (pa.ArrowException, OSError, EOFError, ValueError, RatingsFileError) as exc:
         log.debug("fast CSV reader declined %s (%s); using the exact reader", path.name, exc)
         return None
     out = pd.DataFrame(
@@ -253,25 +270,38 @@ def _read_csv_fast(path: Path, sep: str, has_header: bool, columns: list[str], c
             DEFAULT_RATING_COL: rating.to_numpy(),
         }
     )
-    if tcol is not None:
-        out[DEFAULT_TIMESTAMP_COL] = unix_to_utc(table.column(tcol).to_numpy(), tcol)
+    if times is not None:
+        out[DEFAULT_TIMESTAMP_COL] = times
     del table, ids
     log.info("read %s: %d ratings (fast reader; no problems found)", path.name, len(out))
     return out
 
 
+def _has_control_bytes(arr) -> bool:
+    """Whether any string's bytes hold a control character (scans the Arrow data buffers at once)."""
+    for chunk in getattr(arr, "chunks", [arr]):
+        data = chunk.buffers()[2]
+        if data is not None and len(data):
+            b = np.frombuffer(data, dtype=np.uint8)
+            if ((b < 32) | (b == 127)).any():
+                return True
+    return False
+
+
 # ----------------------------------------------------------------- CSV: exact path (line numbers)
-def _read_csv_exact(path: Path, sep: str, has_header: bool, columns: list[str], first_fields: list[str]) -> pd.DataFrame:
+def _read_csv_exact(source: Source, sep: str, has_header: bool, columns: list[str],
+                    first_fields: list[str]) -> pd.DataFrame:
     """Every field as a string, blank lines kept as empty rows so row i is line i + 1 (+ header)."""
+    path = source.path
     try:
         raw = pd.read_csv(
-            path,
+            source.stream(),
             sep=sep,
             header=0 if has_header else None,
             names=None if has_header else columns,
             dtype="string",
             skip_blank_lines=False,
-            compression="gzip" if is_gzip(path) else None,
+            compression=None,
             encoding="utf-8",
             encoding_errors="strict",
             engine="c",
@@ -279,7 +309,7 @@ def _read_csv_exact(path: Path, sep: str, has_header: bool, columns: list[str], 
             na_values=[""],
         )
     except UnicodeDecodeError:
-        check_utf8(path)
+        check_utf8(source)
         raise RatingsFileError(f"{path}: not valid UTF-8; expected a UTF-8 text file") from None
     except pd.errors.ParserError as exc:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
@@ -290,126 +320,11 @@ def _read_csv_exact(path: Path, sep: str, has_header: bool, columns: list[str], 
         ) from None
     except pd.errors.EmptyDataError:
         raise RatingsFileError(f"{path}: the file is empty; expected rating rows") from None
-    except (EOFError, OSError, zlib.error) as exc:
-        raise RatingsFileError(f"{path}: the gzip stream is damaged or truncated ({exc})") from None
+    except STREAM_ERRORS as exc:
+        raise source.damaged(exc) from None
     raw.columns = [str(c).strip() for c in raw.columns]
     # A blank line reads as a row of missing values; drop those, keep line numbers.
     blank = raw.isna().all(axis=1)
     return raw.loc[~blank] if blank.any() else raw
 
-
-# ----------------------------------------------------------------- JSON lines
-def _read_jsonl(path: Path, explicit: tuple, chunk_lines: int = 500_000):
-    """Stream a JSON-lines file; keep only the four fields, as strings, chunk by chunk.
-
-    Returns the raw frame (string columns named after the fields), the line number of each
-    row, and the picked field names. A line that is neither JSON nor a Python dict literal,
-    invalid UTF-8 or a damaged gzip stream raises with the line number.
-    """
-    from tqdm.auto import tqdm
-
-    size = path.stat().st_size
-    cols: tuple | None = None
-    parts: list[pd.DataFrame] = []
-    buf: dict[str, list] = {}
-    line_buf: list[int] = []
-    literal_lines = 0
-    n_line = 0
-
-    def flush() -> None:
-        if line_buf:
-            parts.append(pd.DataFrame({k: pd.array(v, dtype="string") for k, v in buf.items()})
-                         .assign(_line=np.asarray(line_buf, dtype=np.int64)))
-            for v in buf.values():
-                v.clear()
-            line_buf.clear()
-
-    raw_fh = open(path, "rb")
-    fh = gzip.GzipFile(fileobj=raw_fh, mode="rb") if is_gzip(path) else raw_fh
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=size < (64 << 20))
-    try:
-        with raw_fh, fh, bar:
-            while True:
-                try:
-                    line = fh.readline()
-                except (EOFError, OSError, zlib.error) as exc:
-                    raise RatingsFileError(
-                        f"{path}, after line {n_line}: the gzip stream is damaged or truncated ({exc}); "
-                        "expected a complete .gz file (download it again)"
-                    ) from None
-                if not line:
-                    break
-                n_line += 1
-                if n_line % 100_000 == 0:
-                    bar.update(raw_fh.tell() - bar.n)
-                if not line.strip():
-                    continue
-                rec = _parse_json_line(path, n_line, line)
-                if isinstance(rec, _Literal):
-                    literal_lines += 1
-                    if literal_lines == 1:
-                        log.info("%s, line %d: a Python dict literal, not JSON (as in some 2014 files); "
-                                 "reading such lines with ast.literal_eval", path.name, n_line)
-                    rec = rec.value
-                if cols is None:
-                    cols = _pick_all([str(k) for k in rec], explicit, path)
-                    wanted = [c for c in cols if c is not None]
-                    buf = {c: [] for c in wanted}
-                    log.info("%s: JSON fields used: user %r, product %r, rating %r, timestamp %r",
-                             path.name, *cols)
-                for c, values in buf.items():
-                    v = rec.get(c)
-                    values.append(None if v is None else str(v))
-                line_buf.append(n_line)
-                if len(line_buf) >= chunk_lines:
-                    flush()
-            bar.update(raw_fh.tell() - bar.n)
-    finally:
-        if not raw_fh.closed:
-            raw_fh.close()
-    flush()
-    if not parts:
-        raise RatingsFileError(f"{path}: holds no JSON records; expected one JSON object per line")
-    if literal_lines:
-        log.info("%s: %d of %d lines were Python dict literals", path.name, literal_lines, n_line)
-    raw = pd.concat(parts, ignore_index=True)
-    lines = raw.pop("_line").to_numpy()
-    assert cols is not None
-    return raw, lines, cols
-
-
-class _Literal:
-    __slots__ = ("value",)
-
-    def __init__(self, value: dict) -> None:
-        self.value = value
-
-
-def _parse_json_line(path: Path, n_line: int, line: bytes):
-    try:
-        rec = json.loads(line)
-    except UnicodeDecodeError as exc:
-        raise RatingsFileError(
-            f"{path}, line {n_line}: byte {line[exc.start:exc.start + 1]!r} is not valid UTF-8; "
-            "expected a UTF-8 text file"
-        ) from None
-    except json.JSONDecodeError as exc:
-        text = line.decode("utf-8", errors="replace").strip()
-        if text.startswith("{'") or text.startswith('{"'):
-            try:
-                rec = ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                rec = None
-            if isinstance(rec, dict):
-                return _Literal(rec)
-        raise RatingsFileError(
-            f"{path}, line {n_line}: found {text[:60]!r}, which is not JSON ({exc.msg} at character "
-            f"{exc.pos + 1}); expected one JSON object per line (or, as in some 2014 files, a Python "
-            "dict literal)"
-        ) from None
-    if not isinstance(rec, dict):
-        raise RatingsFileError(
-            f"{path}, line {n_line}: found a JSON {type(rec).__name__}; expected one JSON object per line"
-        )
-    return rec
 

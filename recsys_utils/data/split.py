@@ -15,7 +15,7 @@ import pandas as pd
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
 from recsys_utils.errors import ParameterError
 
-__all__ = ["SPLITS", "Split", "split_ratings", "describe_split"]
+__all__ = ["SPLITS", "Split", "split_ratings", "describe_split", "require_every_part"]
 
 #: How ``split_ratings`` holds out validation and test ratings.
 SPLITS = ("random", "per_user", "temporal", "leave_last_out")
@@ -163,3 +163,31 @@ def describe_split(
             "rows_with_unseen_user_or_product": int((unseen_u | unseen_p).sum()),
         }
     return out
+
+
+def require_every_part(split: Split, method: str, n_ratings: int) -> Split:
+    """``split`` if train, validation and test all hold ratings; else say how many each got and what to change.
+
+    Training stops early on the validation part and evaluation scores the test part, so an
+    empty one (a tiny input) would fail later with an unhelpful error.
+    """
+    sizes = split.sizes()
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        got = ", ".join(f"{name} {n}" for name, n in sizes.items())
+        hint = ("users need at least 3 ratings to give one to validation and test"
+                if method in ("per_user", "leave_last_out") else "the fractions of a few ratings round to zero")
+        raise ParameterError(
+            f"split={method!r} of {n_ratings} ratings left the {' and '.join(empty)} part(s) empty ({got}; {hint}); "
+            "expected ratings in each: use a larger ratings file, lower min_user_ratings/min_product_ratings, "
+            "raise test_fraction/valid_fraction, or choose split='random'"
+        )
+    known = (split.valid[DEFAULT_USER_COL].isin(split.train[DEFAULT_USER_COL])
+             & split.valid[DEFAULT_PRODUCT_COL].isin(split.train[DEFAULT_PRODUCT_COL]))
+    if not known.any():
+        raise ParameterError(
+            f"split={method!r} of {n_ratings} ratings: none of the {sizes['valid']} validation ratings has a user "
+            "and a product seen in training, so early stopping (03_training) has nothing to score; expected some: "
+            "use a larger ratings file or raise min_user_ratings/min_product_ratings"
+        )
+    return split

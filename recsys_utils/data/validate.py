@@ -19,6 +19,7 @@ from recsys_utils.constants import (
     DEFAULT_USER_COL,
 )
 from recsys_utils.data.cleaning import CleaningStep
+from recsys_utils.data.timestamps import TimeWindow, numbers_to_ns, parse_times
 from recsys_utils.errors import RatingsFileError
 
 
@@ -26,10 +27,17 @@ __all__ = ["canonicalize", "unix_to_utc"]
 
 log = logging.getLogger(__name__)
 
+_CONTROL = "[\x00-\x1f\x7f]"
+
 
 def canonicalize(raw: pd.DataFrame, lines: np.ndarray, cols: tuple, path: Path, unit_word: str, where: str,
-                  scale: tuple[float, float], invalid: str) -> tuple[pd.DataFrame, list[CleaningStep]]:
-    """Map the raw string columns to the canonical table, refusing or dropping bad rows."""
+                  scale: tuple[float, float], invalid: str,
+                  window: TimeWindow = TimeWindow()) -> tuple[pd.DataFrame, list[CleaningStep]]:
+    """Map the raw string columns to the canonical table, refusing or dropping bad rows.
+
+    IDs holding a control character are always refused (a structural problem); timestamps
+    outside ``window`` are bad values (refused or dropped by ``invalid``).
+    """
     ucol, pcol, rcol, tcol = cols
     rating_min, rating_max = scale
     drop = invalid == "drop"
@@ -40,10 +48,12 @@ def canonicalize(raw: pd.DataFrame, lines: np.ndarray, cols: tuple, path: Path, 
 
     out = pd.DataFrame(
         {
-            DEFAULT_USER_COL: raw[ucol].astype("string").str.strip(),
-            DEFAULT_PRODUCT_COL: raw[pcol].astype("string").str.strip(),
+            DEFAULT_USER_COL: _id_text(raw[ucol]),
+            DEFAULT_PRODUCT_COL: _id_text(raw[pcol]),
         }
     )
+    _check_control(out[DEFAULT_USER_COL], DEFAULT_USER_COL, ucol, at)
+    _check_control(out[DEFAULT_PRODUCT_COL], DEFAULT_PRODUCT_COL, pcol, at)
     n = len(out)
     steps: list[CleaningStep] = []
     missing = np.zeros(n, dtype=bool)
@@ -85,7 +95,7 @@ def canonicalize(raw: pd.DataFrame, lines: np.ndarray, cols: tuple, path: Path, 
 
     ts = None
     if tcol is not None:
-        ts, t_absent, t_bad, t_note = _parse_timestamps(raw[tcol], tcol, at, drop, how_to_drop)
+        ts, t_absent, t_bad, t_note = _parse_timestamps(raw[tcol], tcol, at, drop, how_to_drop, window)
         if t_absent.any():
             j = int(np.flatnonzero(t_absent)[0])
             missing_notes.append(f"{int(t_absent.sum())} without a timestamp (first: {at(j, tcol)})")
@@ -132,44 +142,52 @@ def canonicalize(raw: pd.DataFrame, lines: np.ndarray, cols: tuple, path: Path, 
 
 
 def unix_to_utc(values: np.ndarray, name: str) -> pd.DatetimeIndex:
-    """Unix seconds or milliseconds (Amazon 2014/2018 vs 2023; told apart by magnitude) → UTC.
-
-    NaN becomes NaT. The result is positional (no index to align on).
-    """
+    """Unix times (unit decided per value by magnitude) or ``YYYYMMDD`` integers → UTC; NaN becomes NaT."""
     values = np.asarray(values)
-    finite = values[~np.isnan(values)] if values.dtype.kind == "f" else values
-    unit = "ms" if len(finite) and float(np.median(finite)) > 1e11 else "s"
-    log.info("timestamps in column %r read as unix %s", name, "milliseconds" if unit == "ms" else "seconds")
-    return pd.DatetimeIndex(pd.to_datetime(values, unit=unit, utc=True))
+    nan = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
+    ns, bad = numbers_to_ns(np.where(nan, 0, values) if nan.any() else values)
+    log.info("timestamps in column %r read as unix times (unit by magnitude) or YYYYMMDD dates", name)
+    return pd.DatetimeIndex(pd.to_datetime(np.where(nan | bad, np.iinfo(np.int64).min, ns).astype("datetime64[ns]"),
+                                           utc=True))
 
 
-def _parse_timestamps(col: pd.Series, name: str, at, drop: bool, how_to_drop: str):
+def _id_text(col: pd.Series) -> pd.Series:
+    """IDs as stripped strings; integral numbers (a numeric Parquet column) without a trailing ``.0``."""
+    if pd.api.types.is_float_dtype(col.dtype):
+        vals = col.to_numpy(dtype="float64", na_value=np.nan)
+        if np.all(np.isnan(vals) | (vals == np.floor(np.nan_to_num(vals)))):
+            col = col.astype("Int64")
+    return col.astype("string").str.strip()
+
+
+def _check_control(ids: pd.Series, col: str, src: str, at) -> None:
+    """Refuse an ID holding a control character (a NUL byte, a tab inside a CSV ID, ...), by line."""
+    bad = ids.str.contains(_CONTROL, regex=True).fillna(False).to_numpy(dtype=bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        ch = next(c for c in str(ids.iloc[i]) if ord(c) < 32 or ord(c) == 127)
+        raise RatingsFileError(
+            f"{at(i, src)}: found {str(ids.iloc[i])[:60]!r}, holding the control character U+{ord(ch):04X}; "
+            f"expected a {col.replace('_', ' ')} of printable characters ({int(bad.sum())} such rows; "
+            "the file may be binary or damaged)"
+        )
+
+
+def _parse_timestamps(col: pd.Series, name: str, at, drop: bool, how_to_drop: str, window: TimeWindow):
     """UTC datetimes (positional), masks of missing and unreadable values, a note on the latter."""
-    n = len(col)
-    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
-        parsed = pd.DatetimeIndex(pd.to_datetime(col, utc=True).array)
-        absent = parsed.isna()
-        bad = np.zeros(n, dtype=bool)
-    else:
-        text = col.astype("string").str.strip()
-        absent = (text.isna() | (text == "")).fillna(True).to_numpy(dtype=bool)
-        numeric = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        if (~np.isnan(numeric)).sum() * 2 >= n:  # mostly unix times: the non-numbers are the bad ones
-            parsed = unix_to_utc(numeric, name)
-        else:
-            parsed = pd.DatetimeIndex(pd.to_datetime(text, errors="coerce", utc=True).array)
-        bad = parsed.isna() & ~absent
+    parsed, absent, bad, reasons = parse_times(col, window)
     problems = np.flatnonzero(absent | bad)
     if len(problems) and not drop:
         i = int(problems[0])
-        found = "an empty value" if absent[i] else repr(str(col.iloc[i]).strip())
+        found = "an empty value" if absent[i] else f"{str(col.iloc[i]).strip()!r} ({reasons[i]})"
         raise RatingsFileError(
-            f"{at(i, name)}: found {found}; expected unix seconds/milliseconds or a date "
-            f"({len(problems)} such rows; pass timestamp_col='none' to ignore timestamps{how_to_drop})"
+            f"{at(i, name)}: found {found}; expected unix seconds/milliseconds/microseconds/nanoseconds, a "
+            f"YYYYMMDD integer or a date, {window.text()} ({len(problems)} such rows; pass "
+            f"timestamp_col='none' to ignore timestamps{how_to_drop})"
         )
     note = ""
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        note = f"{int(bad.sum())} timestamps that are not times (first: {at(i, name)}: {str(col.iloc[i]).strip()!r})"
+        note = (f"{int(bad.sum())} timestamps that are not plausible times (first: {at(i, name)}: "
+                f"{str(col.iloc[i]).strip()!r}, {reasons[i]})")
     return parsed, absent, bad, note
-

@@ -8,6 +8,8 @@ them on first use.
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +17,21 @@ from typing import Any
 import pandas as pd
 from scipy import sparse
 
-from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
+from recsys_utils.constants import (
+    DEFAULT_PRODUCT_COL,
+    DEFAULT_RATING_COL,
+    DEFAULT_USER_COL,
+    PRODUCT_INDEX_COL,
+    USER_INDEX_COL,
+)
 from recsys_utils.data.encoding import Encoders
-from recsys_utils.errors import RunError
+from recsys_utils.errors import RecsysError, RunError
 from recsys_utils.io import project_root, read_json, read_parquet
 from recsys_utils.models.factors import FactorModel, seen_matrix
 from recsys_utils.models.keras.model import load_model
+from recsys_utils.runs.transaction import describe_unfinished, read_manifest, run_state, staging_dir
 
-__all__ = ["RunPaths", "FinishedRun", "load_run"]
+__all__ = ["RunPaths", "FinishedRun", "load_run", "read_artifact", "WRITTEN_BY"]
 
 
 
@@ -126,8 +135,40 @@ class RunPaths:
                 raise RunError(f"{p} is missing: run the notebooks before this one (run dir {self.run_dir})")
 
 
+#: The notebook that writes each artifact, for messages about a missing or damaged one.
+WRITTEN_BY = {
+    "params.json": "the pipeline", "manifest.json": "the pipeline", "ratings.parquet": "01_eda",
+    "cleaning.json": "01_eda", "encoders.json": "02_encoding", "train.parquet": "02_encoding",
+    "valid.parquet": "02_encoding", "test.parquet": "02_encoding", "split.json": "02_encoding",
+    "model.keras": "03_training", "factors.npz": "03_training", "history.json": "03_training",
+    "recommender.json": "03_training", "factors_mf_rank.npz": "03_training", "factors_mf_rank_blend.npz": "03_training",
+    "factors_mf_dot.npz": "03_training", "metrics.json": "04_evaluation", "recommendations.parquet": "05_recommendation",
+}
+_DAMAGE = (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RecsysError)
+
+
+def read_artifact(path: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(path)``, with any failure turned into a :class:`RunError` naming the file and its writer."""
+    writer = WRITTEN_BY.get(path.name, "the notebook that writes it")
+    if not path.is_file():
+        raise RunError(f"{path} is missing; it is written by {writer}: run the notebooks up to it "
+                       f"(run dir {path.parent.parent if path.parent.name == 'artifacts' else path.parent})")
+    try:
+        return load(path)
+    except _DAMAGE as exc:
+        what = str(exc).removeprefix(f"{path}: ") if isinstance(exc, RecsysError) else f"{type(exc).__name__}: {exc}"
+        raise RunError(f"{path}: damaged or not what {writer} writes ({what}); rerun the run to write it again") from None
+
+
 class FinishedRun:
-    """Read access to the artifacts of a run, loaded on first use.
+    """Read access to the artifacts of a finished run, loaded on first use.
+
+    Opening refuses a run whose manifest says it failed, is still running, or was
+    interrupted (its process is gone), naming the notebook that did not finish;
+    ``allow_unfinished=True`` reads what the finished notebooks wrote (notebook 05 uses it
+    on the run being built; the CLI's ``recommend --allow-failed``). Every artifact read
+    is wrapped: a missing or damaged file is a :class:`RunError` naming it and the notebook
+    that writes it.
 
     Example usage
     -------------
@@ -135,10 +176,23 @@ class FinishedRun:
     >>> run.factor_model.n_users                            # doctest: +SKIP
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, *, allow_unfinished: bool = False) -> None:
         self.paths = RunPaths.of(run_dir)
-        if not self.paths.run_dir.is_dir():
-            raise RunError(f"{self.paths.run_dir}: no such run directory")
+        run_dir = self.paths.run_dir
+        if not run_dir.is_dir():
+            staged = staging_dir(run_dir.parent, run_dir.name)
+            manifest = read_manifest(staged) if staged.is_dir() else None
+            why = describe_unfinished(staged, manifest) if manifest else None
+            raise RunError(f"{run_dir}: no such run directory" + (f"; {why}" if why else ""))
+        self.manifest = read_manifest(run_dir)
+        if not allow_unfinished:
+            if self.manifest is None:
+                raise RunError(f"{run_dir}: no manifest.json, so no finished run to read (a run written by "
+                               "`python -m recsys_utils run` has one)")
+            why = describe_unfinished(run_dir, self.manifest)
+            if why:
+                raise RunError(f"{why}; refusing to read an unfinished run (pass --allow-failed / "
+                               "allow_unfinished=True to read the artifacts of the notebooks that finished)")
         self._cache: dict[str, Any] = {}
 
     def _get(self, key: str, load: Any) -> Any:
@@ -147,20 +201,32 @@ class FinishedRun:
         return self._cache[key]
 
     @property
+    def state(self) -> str:
+        """``ok``, ``failed``, ``running``, ``interrupted``, or ``unknown`` (no manifest)."""
+        return run_state(self.manifest) if self.manifest else "unknown"
+
+    @property
     def params(self) -> dict:
-        return self._get("params", lambda: read_json(self.paths.params))
+        return self._get("params", lambda: read_artifact(self.paths.params, read_json))
 
     @property
     def encoders(self) -> Encoders:
-        return self._get("encoders", lambda: Encoders.load(self.paths.encoders))
+        return self._get("encoders", lambda: read_artifact(self.paths.encoders, Encoders.load))
 
     @property
     def factor_model(self) -> FactorModel:
         """The trained model's weights as a :class:`~recsys_utils.models.factors.FactorModel` (no TensorFlow)."""
 
-        def load():
-            self.paths.require(self.paths.factors)
-            return FactorModel.load(self.paths.factors)
+        def load() -> FactorModel:
+            model = read_artifact(self.paths.factors, FactorModel.load)
+            enc = self.encoders
+            if (model.n_users, model.n_products) != (enc.n_users, enc.n_products):
+                raise RunError(
+                    f"{self.paths.factors}: holds {model.n_users} users x {model.n_products} products but "
+                    f"{self.paths.encoders.name} has {enc.n_users} x {enc.n_products}: the two files come from "
+                    "different runs; rerun 03_training"
+                )
+            return model
 
         return self._get("factor_model", load)
 
@@ -169,17 +235,30 @@ class FinishedRun:
         """The model that orders the run's top-N lists (named in ``recommender.json``; the rating
         model in runs made before the ranking model existed)."""
 
-        def load():
+        def load() -> FactorModel:
             if not self.paths.recommender.exists():
                 return self.factor_model
-            name = read_json(self.paths.recommender)["name"]
-            self.paths.require(self.paths.variant_factors(name))
-            return FactorModel.load(self.paths.variant_factors(name))
+            name = read_artifact(self.paths.recommender, lambda path: str(read_json(path)["name"]))
+            model = read_artifact(self.paths.variant_factors(name), FactorModel.load)
+            if (model.n_users, model.n_products) != (self.factor_model.n_users, self.factor_model.n_products):
+                raise RunError(f"{self.paths.variant_factors(name)}: holds {model.n_users} users x "
+                               f"{model.n_products} products, the rating model {self.factor_model.n_users} x "
+                               f"{self.factor_model.n_products}: the files come from different runs; rerun 03_training")
+            return model
 
         return self._get("recommender_model", load)
 
     def split(self, name: str) -> pd.DataFrame:
-        return self._get(f"split:{name}", lambda: read_parquet(self.paths.split(name)))
+        def load() -> pd.DataFrame:
+            df = read_artifact(self.paths.split(name), read_parquet)
+            need = [USER_INDEX_COL, PRODUCT_INDEX_COL, DEFAULT_USER_COL, DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL]
+            missing = [c for c in need if c not in df.columns]
+            if missing:
+                raise RunError(f"{self.paths.split(name)}: no column(s) {missing}; found {list(df.columns)}; "
+                               "expected the encoded split 02_encoding writes")
+            return df
+
+        return self._get(f"split:{name}", load)
 
     @property
     def train(self) -> pd.DataFrame:
@@ -191,17 +270,20 @@ class FinishedRun:
         def load():
             t = self.train
             enc = self.encoders
-            return seen_matrix(t[USER_INDEX_COL].to_numpy(), t[PRODUCT_INDEX_COL].to_numpy(), enc.n_users,
-                               enc.n_products)
+            u, p = t[USER_INDEX_COL].to_numpy(), t[PRODUCT_INDEX_COL].to_numpy()
+            if len(u) and (u.min() < 0 or u.max() >= enc.n_users or p.min() < 0 or p.max() >= enc.n_products):
+                raise RunError(f"{self.paths.split('train')}: indices outside the vocabulary of "
+                               f"{self.paths.encoders.name} ({enc.n_users} users, {enc.n_products} products): the "
+                               "files come from different runs; rerun 02_encoding")
+            return seen_matrix(u, p, enc.n_users, enc.n_products)
 
         return self._get("seen", load)
 
     def keras_model(self):
         """The saved Keras model (imports TensorFlow)."""
-        self.paths.require(self.paths.model)
-        return load_model(self.paths.model)
+        return read_artifact(self.paths.model, load_model)
 
 
-def load_run(run_dir: str | Path) -> FinishedRun:
-    """Open a run directory written by the pipeline."""
-    return FinishedRun(run_dir)
+def load_run(run_dir: str | Path, *, allow_unfinished: bool = False) -> FinishedRun:
+    """Open a run directory written by the pipeline; refuse it unless it finished (see :class:`FinishedRun`)."""
+    return FinishedRun(run_dir, allow_unfinished=allow_unfinished)

@@ -3,7 +3,10 @@
 A run is ``reports/<run_name>/``: ``params.json``, ``manifest.json``, each executed
 notebook and its HTML, ``index.html`` and ``artifacts/``. The run stops at the first
 failing notebook, still renders it (with papermill's error banner), marks it in the
-manifest and the index, and reports failure to the caller.
+manifest and the index, and reports failure to the caller. It is built in a staging
+folder under a per-name lock and moved into place when it ends
+(:mod:`recsys_utils.runs.transaction`), so a killed, failed or concurrent run never
+changes a finished one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,9 +32,10 @@ from typing import Any
 from recsys_utils.config import NOTEBOOK_STEMS, RunConfig
 from recsys_utils.data.sample import resolve_data_path
 from recsys_utils.errors import ParameterError, RunError
-from recsys_utils.io import project_root, write_json
+from recsys_utils.io import filesystem_error, project_root, read_json, write_json
 from recsys_utils.runs.layout import RunPaths
 from recsys_utils.runs.report import render_html, write_index
+from recsys_utils.runs.transaction import RunTransaction, check_run_name, process_identity
 
 __all__ = ["PIPELINE_PARAMETERS", "notebooks_dir", "run_pipeline", "RunResult"]
 
@@ -46,14 +51,6 @@ _PACKAGES = (
 
 def notebooks_dir() -> Path:
     return project_root() / "notebooks"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _git_commit() -> str | None:
@@ -139,7 +136,9 @@ class RunResult:
 
 
 def _default_run_name(cfg: RunConfig) -> str:
+    """``<date>-<time>-<data file stem>``, the stem reduced to the characters a run name may hold."""
     stem = Path(cfg.data_path).stem if cfg.data_path else "sample"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or "data"
     return f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{stem}"
 
 
@@ -168,7 +167,8 @@ def run_pipeline(
     show_code : bool
         Show code cells in the HTML reports (hide them for readers who want results only).
     overwrite : bool
-        Allow reusing a run folder that already holds files.
+        Replace a run of the same name, at the moment the new run ends (finished or failed);
+        until then the old run is untouched and readable.
     notebooks : path, optional
         Folder of the numbered notebooks; default the project's ``notebooks/``.
     stems : sequence of str
@@ -183,9 +183,6 @@ def run_pipeline(
     RunResult
         ``ok`` is False when a notebook failed; the failing notebook is still rendered.
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     cfg = (config or RunConfig()).validate()
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
     unknown = [stem for stem in stems if stem not in NOTEBOOK_STEMS]
@@ -195,30 +192,28 @@ def run_pipeline(
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
         raise RunError(f"notebooks not found: {', '.join(missing)}")
-    run_name = run_name or _default_run_name(cfg)
-    if not run_name or "/" in run_name or run_name.startswith("."):
-        raise ParameterError(f"run name {run_name!r}: expected a plain folder name")
-    paths = RunPaths.of(Path(reports_dir or project_root() / "reports") / run_name)
-    if paths.run_dir.exists() and any(paths.run_dir.iterdir()) and not overwrite:
-        raise RunError(f"{paths.run_dir} already holds a run; pick another --run-name or pass --overwrite")
-    paths.artifacts.mkdir(parents=True, exist_ok=True)
-    if reuse_artifacts is not None:
-        _link_tree(Path(reuse_artifacts), paths.artifacts)
+    run_name = check_run_name(run_name or _default_run_name(cfg))
+    reports = Path(reports_dir or project_root() / "reports")
+    with RunTransaction(reports, run_name, overwrite=overwrite) as tx:
+        return _run_staged(tx, cfg, sources, stems, nb_dir, show_code, progress, reuse_artifacts)
 
-    # The input is resolved here (generating the sample if needed) so the manifest can
-    # fingerprint it; a missing file is left for 01_eda to report in its own words.
-    data_file = resolve_data_path(cfg.data_path)
-    cfg.data_path = str(data_file)
-    cfg.save(paths.params)
 
+def _run_staged(tx: RunTransaction, cfg: RunConfig, sources: list[Path], stems: Sequence[str], nb_dir: Path,
+                show_code: bool, progress: bool, reuse_artifacts: str | Path | None) -> RunResult:
+    """Build the run in ``tx.staging`` (the notebooks see that folder) and publish it when it ends."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    paths = RunPaths.of(tx.staging)
     statuses = [NotebookStatus(stem) for stem in stems]
     manifest: dict[str, Any] = {
-        "run_name": run_name,
-        "run_dir": str(paths.run_dir),
+        "run_name": tx.name,
+        "run_dir": str(tx.final),
         "status": "running",
         "started": _now(),
         "finished": None,
-        "input": _input_info(data_file),
+        "process": process_identity(),
+        "input": {"path": cfg.data_path or None, "sha256": None, "bytes": None},
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -228,51 +223,74 @@ def run_pipeline(
     }
 
     def save_state() -> None:
-        manifest["notebooks"] = [vars(s) for s in statuses]
+        manifest["notebooks"] = [vars(st) for st in statuses]
         write_json(paths.manifest, manifest)
         write_index(paths, manifest)
 
-    save_state()
     ok = True
-    with _this_interpreter_kernel() as kernel:
-        for st, src in zip(statuses, sources):
-            if not ok:
+    try:
+        paths.artifacts.mkdir(parents=True, exist_ok=True)
+        if reuse_artifacts is not None:
+            _link_tree(Path(reuse_artifacts), paths.artifacts)
+        # The input is resolved here (generating the sample if needed); a missing or unreadable
+        # file is left for 01_eda to report in its own words. Its checksum is the one the
+        # reader took from the bytes it parsed (cleaning.json), so nothing reads it twice.
+        data_file = resolve_data_path(cfg.data_path)
+        cfg.data_path = str(data_file)
+        manifest["params"] = cfg.to_dict()
+        manifest["input"] = {"path": str(data_file), "sha256": None, "bytes": None}
+        cfg.save(paths.params)
+        save_state()
+        with _this_interpreter_kernel() as kernel:
+            for st, src in zip(statuses, sources):
+                if not ok:
+                    st.status = "skipped"
+                    continue
+                params = cfg.for_notebook(st.name)
+                params["run_dir"] = str(paths.run_dir)
+                out_nb = paths.notebook(st.name)
+                log.info("running %s", st.name)
+                start = time.perf_counter()
+                try:
+                    pm.execute_notebook(str(src), str(out_nb), parameters=params, kernel_name=kernel,
+                                        cwd=str(nb_dir), progress_bar=progress, log_output=False, report_mode=False)
+                    st.status = "ok"
+                except PapermillExecutionError as exc:
+                    st.status, st.error, ok = "failed", f"{exc.ename}: {exc.evalue}", False
+                except Exception as exc:  # kernel died, disk full, ... — still render what exists
+                    st.status, st.error, ok = "failed", f"{type(exc).__name__}: {exc}", False
+                st.seconds = round(time.perf_counter() - start, 2)
+                if out_nb.exists():
+                    render_html(out_nb, paths.html(st.name), show_code=show_code)
+                log.info("%s %s in %.1f s%s", st.name, st.status, st.seconds, f": {st.error}" if st.error else "")
+                if st.name == NOTEBOOK_STEMS[0] and st.status == "ok":
+                    manifest["input"] = _input_info(paths, data_file)
+                save_state()
+        manifest["status"] = "ok" if ok else "failed"
+        manifest["finished"] = _now()
+        save_state()
+    except (OSError, RunError) as exc:
+        # The filesystem refused a write (full, read-only, name too long, ...): say so, mark the
+        # run failed where the manifest can still be written, publish it if it can be moved.
+        err = filesystem_error(exc, paths.run_dir) if isinstance(exc, OSError) else exc
+        manifest.update(status="failed", finished=_now(), error=str(err))
+        for st in statuses:
+            if st.status == "pending":
                 st.status = "skipped"
-                continue
-            params = cfg.for_notebook(st.name)
-            params["run_dir"] = str(paths.run_dir)
-            out_nb = paths.notebook(st.name)
-            log.info("running %s", st.name)
-            start = time.perf_counter()
-            try:
-                pm.execute_notebook(
-                    str(src),
-                    str(out_nb),
-                    parameters=params,
-                    kernel_name=kernel,
-                    cwd=str(nb_dir),
-                    progress_bar=progress,
-                    log_output=False,
-                    report_mode=False,
-                )
-                st.status = "ok"
-            except PapermillExecutionError as exc:
-                st.status = "failed"
-                st.error = f"{exc.ename}: {exc.evalue}"
-                ok = False
-            except Exception as exc:  # kernel died, timeout, ... — still render what exists
-                st.status = "failed"
-                st.error = f"{type(exc).__name__}: {exc}"
-                ok = False
-            st.seconds = round(time.perf_counter() - start, 2)
-            if out_nb.exists():
-                render_html(out_nb, paths.html(st.name), show_code=show_code)
-            log.info("%s %s in %.1f s%s", st.name, st.status, st.seconds, f": {st.error}" if st.error else "")
+        try:  # publish only a run whose manifest says failed; else the old run stays in place
             save_state()
-    manifest["status"] = "ok" if ok else "failed"
-    manifest["finished"] = _now()
-    save_state()
-    return RunResult(paths.run_dir, ok, statuses)
+            tx.publish()
+            kept = f"the failed run is in {tx.final}"
+        except (OSError, RunError):
+            kept = f"its files are in {tx.staging}; any earlier run of this name is untouched"
+        raise RunError(f"run {tx.name!r} failed: {err} ({kept})") from exc
+    except BaseException:  # Ctrl-C: the old run stays; the staging folder says where it stopped
+        manifest.update(status="interrupted", finished=_now())
+        with contextlib.suppress(Exception):
+            save_state()
+        raise
+    tx.publish()
+    return RunResult(tx.final, ok, statuses)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -292,9 +310,12 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _input_info(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {"path": str(path), "sha256": None, "bytes": None}
-    return {"path": str(path), "sha256": _sha256(path), "bytes": path.stat().st_size}
+def _input_info(paths: RunPaths, data_file: Path) -> dict[str, Any]:
+    """The input as 01_eda's reader saw it: path, sha256 and size of the bytes it parsed."""
+    try:
+        source = read_json(paths.cleaning).get("input") or {}
+    except (RunError, AttributeError):  # a notebook of one's own that writes no cleaning.json
+        source = {}
+    return {"path": str(data_file), "sha256": source.get("sha256"), "bytes": source.get("bytes")}
 
 

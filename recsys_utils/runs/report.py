@@ -19,7 +19,7 @@ from recsys_utils.errors import RunError
 from recsys_utils.io import atomic_path, read_json
 from recsys_utils.runs.layout import RunPaths
 
-__all__ = ["CSS", "render_html", "write_index", "write_sweep_index"]
+__all__ = ["CSS", "render_html", "write_index", "write_sweep_index", "write_reports_index"]
 
 
 def render_html(notebook: str | Path, html_path: str | Path, *, show_code: bool = True) -> Path:
@@ -47,7 +47,7 @@ h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1em 0;min-width:50%} th,td{border:1px solid #ddd;padding:.35em .7em;text-align:left}
 th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37;font-weight:600} .failed{color:#fff;background:#cf222e;font-weight:600}
-.skipped,.pending,.running{color:#888} .err{color:#cf222e;font-family:monospace;white-space:pre-wrap}
+.skipped,.pending,.running{color:#888} .interrupted{color:#fff;background:#9a6700;font-weight:600} .err{color:#cf222e;font-family:monospace;white-space:pre-wrap}
 tr.best td{background:#eef8f0}
 """
 
@@ -72,7 +72,7 @@ def write_index(paths: RunPaths, manifest: dict[str, Any]) -> Path:
         except (RunError, KeyError, TypeError, ValueError):
             metrics_html = "<p>metrics.json could not be read.</p>"
     status = manifest.get("status", "running")
-    inp = manifest.get("input", {})
+    inp = manifest.get("input") or {}
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(manifest["run_name"])} · recsys run</title>
 <style>{CSS}</style></head><body>
@@ -172,3 +172,27 @@ def write_sweep_index(sweep_dir: Path, table: pd.DataFrame, names: Sequence[str]
 """
     with atomic_path(sweep_dir / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
+
+
+def write_reports_index(reports_dir: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``reports/index.html``: every run with its state now (a killed one shows as interrupted)."""
+    e = html.escape
+    body = []
+    for r in rows:
+        folder = Path(r["folder"])
+        link = (f'<a href="{e(folder.name)}/index.html">{e(r["name"])}</a>'
+                if (folder / "index.html").exists() else e(r["name"]))
+        where = " (staging folder)" if folder.name.startswith(".") else ""
+        body.append(f'<tr><td>{link}{e(where)}</td><td class="{e(r["state"])}">{e(r["state"])}</td>'
+                    f'<td>{e(str(r.get("started") or ""))}</td><td>{e(str(r.get("stopped_in") or ""))}</td></tr>')
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>recsys runs</title><style>{CSS}</style></head>
+<body><h1>Runs</h1>
+<p class="sub">{e(str(reports_dir))} · state as of the last run or sweep started here;
+<code>python -m recsys_utils runs</code> tells it now</p>
+<table><tr><th>run</th><th>state</th><th>started</th><th>did not finish</th></tr>{"".join(body)}</table>
+</body></html>
+"""
+    with atomic_path(Path(reports_dir) / "index.html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return Path(reports_dir) / "index.html"

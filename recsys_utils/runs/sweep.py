@@ -25,11 +25,11 @@ from typing import Any
 import pandas as pd
 
 from recsys_utils.config import RunConfig, parse_grid, resolve_config
-from recsys_utils.errors import RunError
 from recsys_utils.io import project_root, read_json, write_json
 from recsys_utils.runs.layout import RunPaths
 from recsys_utils.runs.pipeline import run_pipeline
 from recsys_utils.runs.report import write_sweep_index
+from recsys_utils.runs.transaction import RunTransaction, check_run_name, process_identity
 
 __all__ = ["SweepResult", "run_sweep"]
 
@@ -87,30 +87,35 @@ def run_sweep(
     for point in points:  # validate every combination before running anything
         RunConfig(**{**base_cfg.to_dict(), **point}).validate()
 
-    sweep_name = sweep_name or f"sweep-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    sweep_dir = Path(reports_dir or project_root() / "reports") / sweep_name
-    if sweep_dir.exists() and any(sweep_dir.iterdir()) and not overwrite:
-        raise RunError(f"{sweep_dir} already holds files; pick another --run-name or pass --overwrite")
+    sweep_name = check_run_name(sweep_name or f"sweep-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}", "sweep name")
+    reports = Path(reports_dir or project_root() / "reports")
     log.info("sweep %s: %d grid points over %s", sweep_name, len(points), ", ".join(names))
-
-    base = run_pipeline(base_cfg, run_name="shared", reports_dir=sweep_dir, show_code=show_code,
-                        overwrite=overwrite, progress=progress, stems=SHARED_STEMS)
-    rows: list[dict[str, Any]] = []
-    ok = base.ok
-    if base.ok:
-        for i, point in enumerate(points, start=1):
-            cfg = RunConfig(**{**base_cfg.to_dict(), **point}).validate()
-            name = _point_name(i, point)
-            log.info("grid point %d/%d: %s", i, len(points), point)
-            result = run_pipeline(cfg, run_name=name, reports_dir=sweep_dir, show_code=show_code,
-                                  overwrite=overwrite, progress=progress, stems=POINT_STEMS,
-                                  reuse_artifacts=RunPaths.of(base.run_dir).artifacts)
-            rows.append(_row(name, point, result.run_dir, result.ok))
-            ok = ok and result.ok
-    table = pd.DataFrame(rows)
-    write_json(sweep_dir / "sweep.json", {"grid": grid, "fixed": base_cfg.to_dict(), "points": rows})
-    write_sweep_index(sweep_dir, table, names, base.run_dir, base.ok)
-    return SweepResult(sweep_dir, table, ok)
+    # The whole sweep is one transaction: built in a staging folder under the sweep name's
+    # lock, moved into place (replacing an old sweep only with overwrite) when it ends.
+    with RunTransaction(reports, sweep_name, overwrite=overwrite) as tx:
+        staged = tx.staging
+        state = {"status": "running", "process": process_identity(), "grid": grid, "fixed": base_cfg.to_dict(),
+                 "points": []}
+        write_json(staged / "sweep.json", state)  # so `runs` can tell a live sweep from a killed one
+        base = run_pipeline(base_cfg, run_name="shared", reports_dir=staged, show_code=show_code,
+                            progress=progress, stems=SHARED_STEMS)
+        rows: list[dict[str, Any]] = []
+        ok = base.ok
+        if base.ok:
+            for i, point in enumerate(points, start=1):
+                cfg = RunConfig(**{**base_cfg.to_dict(), **point}).validate()
+                name = _point_name(i, point)
+                log.info("grid point %d/%d: %s", i, len(points), point)
+                result = run_pipeline(cfg, run_name=name, reports_dir=staged, show_code=show_code,
+                                      progress=progress, stems=POINT_STEMS,
+                                      reuse_artifacts=RunPaths.of(base.run_dir).artifacts)
+                rows.append(_row(name, point, result.run_dir, result.ok))
+                ok = ok and result.ok
+        table = pd.DataFrame(rows)
+        write_json(staged / "sweep.json", {**state, "status": "ok" if ok else "failed", "points": rows})
+        write_sweep_index(staged, table, names, base.run_dir, base.ok)
+        final = tx.publish()
+    return SweepResult(final, table, ok)
 
 
 def _row(name: str, point: Mapping[str, Any], run_dir: Path, ok: bool) -> dict[str, Any]:
