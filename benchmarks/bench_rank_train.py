@@ -54,7 +54,9 @@ def ours(train, valid, l2: float, seed: int) -> dict:
     r = trainer.result_
     to_best = sum(r.epoch_seconds[: r.best_epoch])
     return {"model": fm, "seconds_total": total, "seconds_to_best": to_best, "best_epoch": r.best_epoch,
-            "epochs": len(r.history["loss"]), "validation_ndcg": max(r.history["val_ndcg@10"])}
+            "epochs": len(r.history["loss"]), "validation_ndcg": max(r.history["val_ndcg@10"]),
+            "curve": [(round(float(np.sum(r.epoch_seconds[: i + 1])), 2), round(v, 4))
+                      for i, v in enumerate(r.history["val_ndcg@10"])]}
 
 
 def cornac_bpr(train, held: HeldOutRanking, chunk: int, patience: int, seed: int) -> dict:
@@ -79,7 +81,7 @@ def cornac_bpr(train, held: HeldOutRanking, chunk: int, patience: int, seed: int
         uf[users], pf[items], pb[items] = bpr.u_factors[u_pos], bpr.i_factors[i_pos], bpr.i_biases[i_pos]
         fm = FactorModel(uf, pf, np.zeros(train.n_users), pb, 0.0, predicts_ratings=False, name="cornac_bpr")
         score = held.ndcg(fm)
-        history.append(score)
+        history.append((round(seconds, 2), round(score, 4)))
         if score > best[0]:
             best, wait = (score, fm, step * chunk, seconds), 0
         else:
@@ -87,7 +89,7 @@ def cornac_bpr(train, held: HeldOutRanking, chunk: int, patience: int, seed: int
             if wait >= patience:
                 break
     return {"model": best[1], "seconds_total": seconds, "seconds_to_best": best[3], "best_epoch": best[2],
-            "epochs": len(history) * chunk, "validation_ndcg": best[0]}
+            "epochs": len(history) * chunk, "validation_ndcg": best[0], "curve": history}
 
 
 def scale_epoch(users: int, products: int, pairs: int, seed: int) -> dict:
@@ -145,6 +147,12 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{res['seconds_total']:7.1f} s ({res['epochs']} epochs); validation NDCG@10 "
                   f"{res['validation_ndcg']:.4f}, test {res['test_ndcg']:.4f}; load {os.getloadavg()[0]:.2f}",
                   flush=True)
+        a, b = out["runs"][-2], out["runs"][-1]
+        for first, second in ((a, b), (b, a)):  # when did each pass the other's best validation NDCG?
+            passed = next((t for t, v in first["curve"] if v >= second["validation_ndcg"]), None)
+            first["seconds_to_reach_other_best"] = passed
+            print(f"{first['name']} reached {second['name']}'s best validation NDCG@10 "
+                  f"({second['validation_ndcg']:.4f}) after " + (f"{passed:.1f} s" if passed is not None else "never"))
     if not args.skip_scale:
         out["scale"] = scale_epoch(4_200_000, 476_000, 7_824_482, args.seed)
         s = out["scale"]

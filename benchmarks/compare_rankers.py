@@ -153,7 +153,8 @@ def run_dataset(name: str, cfg: RunConfig, seed: int, quick: bool) -> dict:
     t = time.perf_counter()
     ranker = KerasRankingModel(cfg.ranking_params(), verbose=0)
     models["mf_rank"] = ranker.fit(train_rows, valid_rows)
-    info["mf_rank"] = {"fit_seconds": time.perf_counter() - t, "epochs": len(ranker.result_.history["loss"])}
+    info["mf_rank"] = {"fit_seconds": time.perf_counter() - t, "epochs": len(ranker.result_.history["loss"]),
+                       "chosen": {"l2": ranker.result_.l2}}
     rating = KerasRatingModel(cfg.train_params(), verbose=0).fit(train_rows, valid_rows)
     blended, weight, _ = choose_blend(models["mf_rank"], rating, held)
     if weight:
