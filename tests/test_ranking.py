@@ -213,3 +213,20 @@ def test_lists_can_carry_the_rating_models_stars(data, ranker):
     assert first["product_id"].tolist() == table["product_id"].head(3).tolist()
     np.testing.assert_allclose(first["predicted_rating"], table["predicted_rating"].head(3), rtol=1e-6)
     assert pd.api.types.is_float_dtype(everyone["predicted_rating"])
+
+
+def test_explanations_of_a_ranking_model_give_scores_not_stars(data, ranker):
+    from recsys_utils.explore import Explorer
+
+    _, fm = ranker
+    explorer = Explorer(fm, data.encoders, data.train)
+    user = data.encoders.users.ids[0]
+    product = data.encoders.products.ids[1]
+    e = explorer.explain(user, product)
+    parts = e.decomposition
+    assert np.isnan(parts["predicted_stars"]) and "★ for" not in e.text and "ranking score" in e.text
+    u, p = data.encoders.users.index_of(user), data.encoders.products.index_of(product)
+    assert parts["score"] == pytest.approx(fm.score(np.array([u]), np.array([p]))[0], abs=1e-9)
+    assert parts["product_bias"] == pytest.approx(float(fm.product_bias[p]))
+    table = explorer.explanations_table(user, [product])
+    assert "predicted_stars" not in table.columns and table["product_bias"].iloc[0] == pytest.approx(parts["product_bias"])

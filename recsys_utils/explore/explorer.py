@@ -308,7 +308,7 @@ class Explorer:
         Returns
         -------
         pandas.DataFrame
-            Columns product_id, predicted_stars, global_bias, user_bias, product_bias,
+            Columns product_id, predicted_stars (rating models only), global_bias, user_bias, product_bias,
             dot_product (the exact parts of the score, see :meth:`explain`) and because
             (``"B00… 5★ (0.81); …"``: the rated products, their stars and similarity).
         """
@@ -326,6 +326,8 @@ class Explorer:
                          "because": because})
         columns = [DEFAULT_PRODUCT_COL, "predicted_stars", "global_bias", "user_bias", "product_bias", "dot_product",
                    "because"]
+        if not self.factor_model.predicts_ratings:  # a ranking model's scores are not stars
+            columns.remove("predicted_stars")
         return pd.DataFrame(rows, columns=columns)
 
     # ------------------------------------------------------------------ embedding map
