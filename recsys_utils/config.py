@@ -82,6 +82,11 @@ class RunConfig:
     batch_size: int = _t("batch_size", "ratings per gradient step")
     learning_rate: float = _t("learning_rate", "Adam learning rate")
     patience: int = _t("patience", "epochs without validation improvement before stopping")
+    min_epoch_ratings: int = _t("min_epoch_ratings", "a pass over fewer training ratings counts as part of an epoch "
+                                "(epochs and patience scale up on small data)")
+    strong_l2: float = _t("strong_l2", "with biases, also fit with this l2 and keep the better on validation (0 = no)")
+    wide_margin: float = _t("wide_margin", "with biases, also fit a sigmoid reaching this many stars beyond the scale "
+                            "(nearly linear), closed-form biases held; kept if better on validation (0 = no)")
     engine: str = _t("engine", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
     # 04_evaluation
     relevance_threshold: float = _p(4.0, "a held-out rating at or above this counts as relevant for ranking metrics",
@@ -124,6 +129,9 @@ class RunConfig:
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.learning_rate > 0, "learning_rate", "a positive number")
         need(self.patience >= 0, "patience", "an integer >= 0")
+        need(self.min_epoch_ratings >= 0, "min_epoch_ratings", "an integer >= 0")
+        for name in ("strong_l2", "wide_margin"):
+            need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "a finite number >= 0")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(self.k >= 1, "k", "an integer >= 1")
         need(self.top_n >= 1, "top_n", "an integer >= 1")
