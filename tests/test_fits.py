@@ -139,6 +139,14 @@ def test_without_biases_the_model_is_fitted_once(planted):
     assert [c["fit"] for c in res.candidates] == ["main"]
 
 
+@pytest.mark.parametrize("compare_below, fits", [(4800, ["main"]), (4801, list(FITS)), (0, ["main"])])
+def test_fits_are_compared_only_below_compare_below_training_ratings(planted, compare_below, fits):
+    train, valid, _ = planted
+    assert len(train) == 4800
+    res = train_model(train, valid, TrainParams(epochs=1, compare_below=compare_below), verbose=0)
+    assert [c["fit"] for c in res.candidates] == fits
+
+
 # ------------------------------------------------------------------ the link margin
 def test_the_wide_link_lets_predictions_reach_the_top_star(planted):
     # Half of these ratings are 5 stars; the main fit's sigmoid onto the bare scale reaches 5.0
@@ -180,7 +188,7 @@ def test_patience_counts_passes_of_an_epoch(planted):
     assert res.stopped_early and len(val) == res.best_epoch + 3
 
 
-@pytest.mark.parametrize("name", ["min_epoch_ratings", "strong_l2", "wide_margin"])
+@pytest.mark.parametrize("name", ["min_epoch_ratings", "compare_below", "strong_l2", "wide_margin"])
 def test_new_parameters_refuse_negative_values(name):
     with pytest.raises(ParameterError, match=name):
         TrainParams(**{name: -1})

@@ -12,14 +12,16 @@ permutation and applies Adam only to the embedding rows a batch looked up
 ``"keras"`` is plain ``model.fit`` (~0.16M/s at the same batch), kept as the reference.
 ``benchmarks/bench_train.py`` measures both.
 
-With a validation split and biases, :func:`train_model` fits three variants of the model
-and keeps the one with the lowest validation RMSE (``TrainResult.fit``, all of them in
+With a validation split, biases and fewer than ``compare_below`` training ratings,
+:func:`train_model` fits three variants of the model and keeps the one with the lowest
+validation RMSE (``TrainResult.fit``, all of them in
 ``TrainResult.candidates``): ``"main"`` (the parameters as given), ``"strong_l2"`` (the
 same with ``strong_l2`` on the embeddings: small or weakly structured data), and
 ``"wide"`` (a nearly linear link, reaching ``wide_margin`` stars beyond the scale, whose
 biases are solved in closed form by :class:`~recsys_utils.models.baselines.BiasBaseline`
 and held while only the embeddings train: data where user and product biases are nearly
-all there is). The model without biases (``mf_dot``, the comparison variant) is fitted once. ``benchmarks/RESULTS.md`` ("Closing the gap to the bias baseline") measures why.
+all there is). Larger data, where the main fit was always the one kept, and the model
+without biases (``mf_dot``, the comparison variant) are fitted once. ``benchmarks/RESULTS.md`` ("Closing the gap to the bias baseline") measures why.
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class TrainParams:
         multiplied by ``ceil(min_epoch_ratings / n_train)``. On a few thousand ratings a
         pass is one or two Adam steps; this gives small data the same number of ratings
         seen (and of steps without improvement) before stopping as larger data.
+    compare_below : int
+        Compare the fits below (``strong_l2``, ``wide_margin``) only on training sets with
+        fewer ratings than this, where the main fit's variance is the risk; on larger ones
+        the main fit was kept on every dataset measured, and the others would only add
+        their training time (``0``: never compare).
     strong_l2 : float
         With a validation split and biases, also fit the model with this ``l2`` and keep
         the fit with the lower validation RMSE (``0`` or equal to ``l2``: no such fit).
@@ -114,6 +121,7 @@ class TrainParams:
     learning_rate: float = 0.02
     patience: int = 3
     min_epoch_ratings: int = 32_768
+    compare_below: int = 100_000
     strong_l2: float = 0.02
     wide_margin: float = 8.0
     seed: int = 42
@@ -129,7 +137,7 @@ class TrainParams:
             )
         if self.engine not in ENGINES:
             raise ParameterError(f"engine={self.engine!r}: expected one of {', '.join(map(repr, ENGINES))}")
-        for name in ("min_epoch_ratings", "strong_l2", "wide_margin"):
+        for name in ("min_epoch_ratings", "compare_below", "strong_l2", "wide_margin"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):  # also refuses NaN
                 raise ParameterError(f"{name}={value!r}: expected a finite number >= 0")
@@ -246,12 +254,13 @@ def _arrays(data: EncodedRatings, margin: float = 0.0) -> tuple[list[np.ndarray]
     return [data.user_idx.astype(np.int32), data.product_idx.astype(np.int32)], y.reshape(-1, 1)
 
 
-def _fits(params: TrainParams, has_valid: bool) -> list[tuple[str, float, float, bool]]:
+def _fits(params: TrainParams, has_valid: bool, n_train: int) -> list[tuple[str, float, float, bool]]:
     """``(name, l2, link margin, biases held)`` of each fit to compare; see :data:`FITS`."""
     fits = [("main", params.l2, 0.0, False)]
-    if has_valid and params.use_bias and params.strong_l2 > 0 and params.strong_l2 != params.l2:
+    compare = has_valid and params.use_bias and n_train < params.compare_below
+    if compare and params.strong_l2 > 0 and params.strong_l2 != params.l2:
         fits.append(("strong_l2", params.strong_l2, 0.0, False))
-    if has_valid and params.use_bias and params.wide_margin > 0:
+    if compare and params.wide_margin > 0:
         fits.append(("wide", params.l2, params.wide_margin, True))
     return fits
 
@@ -281,13 +290,13 @@ def train_model(
     params = params or TrainParams()
     has_valid = valid is not None and len(valid) > 0
     passes = max(1, -(-params.min_epoch_ratings // len(train)))
-    todo = _fits(params, has_valid)
+    todo = _fits(params, has_valid, len(train))
     if fits is not None:
         unknown = sorted(set(fits) - set(FITS))
         todo = [f for f in todo if f[0] in fits]
         if unknown or not todo:
             raise ParameterError(f"fits={fits!r}: expected some of {', '.join(FITS)} that these parameters and "
-                                 f"data allow ({', '.join(f[0] for f in _fits(params, has_valid))})")
+                                 f"data allow ({', '.join(f[0] for f in _fits(params, has_valid, len(train)))})")
     start = time.perf_counter()
     results = []
     for name, l2, margin, held in todo:
