@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores; python {sys.version.split()[0]}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"ours: dim {cfg.embedding_dim}, l2 {cfg.l2}, bias_l2 {cfg.bias_l2}, batch {cfg.batch_size}, "
-          f"lr {cfg.learning_rate}, strong_l2 {cfg.strong_l2}, wide_margin {cfg.wide_margin}, "
-          f"min_epoch_ratings {cfg.min_epoch_ratings}")
+          f"lr {cfg.learning_rate}, compare_below {cfg.compare_below}, strong_l2 {cfg.strong_l2}, "
+          f"wide_margin {cfg.wide_margin}, min_epoch_ratings {cfg.min_epoch_ratings}")
     results = []
     for name in names:
         path = DATASETS.get(name, (None,))[0]
