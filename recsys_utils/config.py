@@ -96,6 +96,13 @@ class RunConfig:
     batch_size: int = _t("batch_size", "ratings per gradient step")
     learning_rate: float = _t("learning_rate", "Adam learning rate")
     patience: int = _t("patience", "epochs without validation improvement before stopping")
+    min_epoch_ratings: int = _t("min_epoch_ratings", "a pass over fewer training ratings counts as part of an epoch "
+                                "(epochs and patience scale up on small data)")
+    compare_below: int = _t("compare_below", "with biases, compare the strong_l2 and wide fits with the main one "
+                            "only on fewer training ratings than this (0 = never)")
+    strong_l2: float = _t("strong_l2", "with biases, also fit with this l2 and keep the better on validation (0 = no)")
+    wide_margin: float = _t("wide_margin", "with biases, also fit a sigmoid reaching this many stars beyond the scale "
+                            "(nearly linear), closed-form biases held; kept if better on validation (0 = no)")
     engine: str = _t("engine", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
     # 03_training: the ranking model (which products a user chooses; orders the top-N lists)
     rank_embedding_dim: int = _r("rank_embedding_dim", "ranking model: size of the user and product embeddings")
@@ -158,6 +165,10 @@ class RunConfig:
         need(all(v >= 0 for v in self.rank_l2), "rank_l2", "non-negative numbers")
         need(self.rank_learning_rate > 0, "rank_learning_rate", "a positive number")
         need(self.rank_patience >= 0, "rank_patience", "an integer >= 0")
+        need(self.min_epoch_ratings >= 0, "min_epoch_ratings", "an integer >= 0")
+        need(self.compare_below >= 0, "compare_below", "an integer >= 0")
+        for name in ("strong_l2", "wide_margin"):
+            need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "a finite number >= 0")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(self.k >= 1, "k", "an integer >= 1")
         need(self.top_n >= 1, "top_n", "an integer >= 1")

@@ -248,3 +248,42 @@ def test_random_ranker_hits_about_k_over_n_of_a_users_items():
     target = rng.integers(0, npr, nu)
     hit_rate = np.mean([t in row for t, row in zip(target, top)])
     assert abs(hit_rate - 0.1) < 0.02  # binomial sd is 0.005
+
+
+# ------------------------------------------------------------- biases under the sigmoid link
+def test_sigmoid_bias_baseline_recovers_noiseless_sigmoid_ratings():
+    # Ratings made exactly as the link makes them, lo + (hi - lo) * sigmoid(g + a_u + b_p) with
+    # the scale widened by 1 star (lo = 0, hi = 6): without shrinkage the fit reproduces them.
+    rng = np.random.default_rng(4)
+    n_users, n_products, n = 60, 40, 1500
+    a, b = rng.normal(0, 0.3, n_users), rng.normal(0, 0.3, n_products)
+    u, p = rng.integers(0, n_users, n), rng.integers(0, n_products, n)
+    r = 6.0 / (1.0 + np.exp(-(0.2 + a[u] + b[p])))
+    assert 1.0 < r.min() and r.max() < 5.0  # on the scale
+    fm = BiasBaseline(reg_user=0, reg_product=0, n_iter=100, link="sigmoid", link_margin=1.0).fit(
+        rows(u, p, r, n_users, n_products))
+    assert fm.link == "sigmoid" and fm.link_margin == 1.0 and fm.dim == 0
+    np.testing.assert_allclose(fm.predict(u, p), r, atol=1e-5)
+
+
+def test_sigmoid_bias_baseline_becomes_the_identity_one_as_the_link_straightens():
+    # With a margin of 1,000 stars the sigmoid is a straight line over the scale and the
+    # shrinkage, converted by its slope, means the same pseudo-ratings: the predictions are the
+    # identity fit's (which holds the global term at the mean, hence 1e-3, not 1e-6, with reg).
+    # With a margin of a quarter star the two are different models.
+    u, p, r, n_users, n_products = planted_ratings(3)
+    train = rows(u, p, r, n_users, n_products)
+    for reg, tol in ((0.0, 1e-4), (10.0, 2e-3)):
+        identity = BiasBaseline(reg, reg, n_iter=200).fit(train).predict(u, p)
+        wide = BiasBaseline(reg, reg, n_iter=200, link="sigmoid", link_margin=1000.0).fit(train).predict(u, p)
+        assert np.abs(wide - identity).max() < tol
+    narrow = BiasBaseline(10, 10, n_iter=50, link="sigmoid", link_margin=0.25).fit(train).predict(u, p)
+    assert np.abs(narrow - identity).max() > 0.05
+
+
+@pytest.mark.parametrize("kwargs, shown", [({"link": "probit"}, "link='probit'"),
+                                           ({"link_margin": 1.0}, "link='identity', link_margin=1.0"),
+                                           ({"link": "sigmoid", "link_margin": -1.0}, "link_margin=-1.0")])
+def test_bias_baseline_refuses_bad_links(kwargs, shown):
+    with pytest.raises(ParameterError, match=shown):
+        BiasBaseline(**kwargs)

@@ -333,3 +333,10 @@ def test_loaded_model_keeps_the_l2_penalty(tmp_path):
     u, p = np.array([0, 6], np.int32), np.array([4, 1], np.int32)
     loaded([u, p])
     assert total_loss(loaded) == pytest.approx(reference_penalty(model, lam, u, p), rel=1e-5)
+
+
+def test_rating_to_unit_with_a_margin_hand_values():
+    # a margin of half a star each side: [0.5, 5.5] maps onto [0, 1]
+    np.testing.assert_allclose(rating_to_unit([1, 3, 5], margin=0.5), [0.1, 0.5, 0.9])
+    np.testing.assert_allclose(unit_to_rating([0.0, 0.5, 1.0], margin=0.5), [0.5, 3.0, 5.5])
+    np.testing.assert_allclose(unit_to_rating(rating_to_unit([2, 7], 0, 10, margin=2), 0, 10, margin=2), [2, 7])

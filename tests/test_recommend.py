@@ -67,7 +67,8 @@ def reference_stars(fm: FactorModel, u: int, p: int) -> float:
     """One prediction: the raw score through the link, clipped to the scale."""
     s = reference_score(fm, u, p)
     if fm.link == "sigmoid":
-        return fm.rating_min + (fm.rating_max - fm.rating_min) / (1.0 + np.exp(-s))
+        lo, hi = fm.rating_min - fm.link_margin, fm.rating_max + fm.link_margin
+        s = lo + (hi - lo) / (1.0 + np.exp(-s))
     return min(max(s, fm.rating_min), fm.rating_max)
 
 
@@ -104,6 +105,8 @@ def test_valid_model_reports_its_sizes():
         ({"product_bias": np.zeros(3)}, "product_bias has 3 entries"),
         ({"link": "relu"}, "link='relu'"),
         ({"rating_min": 5.0, "rating_max": 1.0}, "empty"),
+        ({"link_margin": -0.5, "link": "sigmoid"}, "link_margin=-0.5"),
+        ({"link_margin": 0.5}, "only the sigmoid link"),
     ],
 )
 def test_invalid_factor_models_are_refused(change, message):
@@ -499,6 +502,24 @@ def test_popular_products_hand_example():
         popular_products(train, n=0)
 
 
+def test_link_margin_hand_values():
+    # margin 0.5: the sigmoid spans [0.5, 5.5]; score 0 -> 3.0, logit(0.8) -> 0.5 + 0.8 * 5 = 4.5,
+    # a large score -> 5.4998..., clipped to the scale's 5.0
+    fm = FactorModel(np.zeros((1, 0)), np.zeros((3, 0)), np.zeros(1), np.array([0.0, np.log(4.0), 10.0]),
+                     link="sigmoid", link_margin=0.5)
+    np.testing.assert_allclose(fm.predict(np.zeros(3, int), np.arange(3)), [3.0, 4.5, 5.0], atol=1e-6)
+    assert FactorModel(fm.user_factors, fm.product_factors, fm.user_bias, fm.product_bias, link="sigmoid").predict(
+        np.zeros(1, int), np.array([2]))[0] < 5.0  # without the margin the same score stays below 5
+
+
+@pytest.mark.parametrize("margin", [0.25, 3.0])
+def test_predict_with_a_link_margin_equals_the_written_out_formula(margin):
+    fm = random_model("sigmoid", link_margin=margin)
+    u = np.repeat(np.arange(N_USERS), 3)
+    p = np.random.default_rng(2).integers(0, N_PRODUCTS, u.size)
+    np.testing.assert_allclose(fm.predict(u, p), [reference_stars(fm, a, b) for a, b in zip(u, p)], rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------ save / load
 @pytest.mark.parametrize("link, predicts", [("sigmoid", True), ("identity", False)])
 def test_save_and_load_round_trip(tmp_path, link, predicts):
@@ -514,3 +535,16 @@ def test_save_and_load_round_trip(tmp_path, link, predicts):
     )
     u = np.arange(N_USERS)
     np.testing.assert_array_equal(back.predict(u, u % N_PRODUCTS), fm.predict(u, u % N_PRODUCTS))
+
+
+def test_save_and_load_keep_the_link_margin_and_read_files_without_one(tmp_path):
+    fm = random_model("sigmoid", seed=3, link_margin=8.0)
+    back = FactorModel.load(fm.save(tmp_path / "wide.npz"))
+    assert back.link_margin == 8.0
+    u = np.arange(N_USERS)
+    np.testing.assert_array_equal(back.predict(u, u % N_PRODUCTS), fm.predict(u, u % N_PRODUCTS))
+    # a file written before the margin existed: every field but link_margin
+    with np.load(tmp_path / "wide.npz") as z:
+        old = {k: z[k] for k in z.files if k != "link_margin"}
+    np.savez(tmp_path / "old.npz", **old)
+    assert FactorModel.load(tmp_path / "old.npz").link_margin == 0.0

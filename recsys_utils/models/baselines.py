@@ -24,6 +24,7 @@ import logging
 import numpy as np
 import scipy.linalg
 from scipy import sparse
+from scipy.special import expit, logit
 
 from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError, positive_int
@@ -43,8 +44,10 @@ def _zero_factor_model(
     global_bias: float = 0.0,
     user_bias: np.ndarray | None = None,
     product_bias: np.ndarray | None = None,
+    link: str = "identity",
+    link_margin: float = 0.0,
 ) -> FactorModel:
-    """The fitted baseline as a FactorModel: identity link, no factors, the training scale."""
+    """The fitted baseline as a FactorModel: no factors, the training scale (identity link unless told)."""
     n_users, n_products = train.n_users, train.n_products
     return FactorModel(
         user_factors=np.zeros((n_users, 0), dtype=np.float32),
@@ -52,11 +55,12 @@ def _zero_factor_model(
         user_bias=np.zeros(n_users, np.float32) if user_bias is None else user_bias.astype(np.float32),
         product_bias=np.zeros(n_products, np.float32) if product_bias is None else product_bias.astype(np.float32),
         global_bias=float(global_bias),
-        link="identity",
+        link=link,
         rating_min=train.rating_min,
         rating_max=train.rating_max,
         name=trainer.name,
         predicts_ratings=trainer.predicts_ratings,
+        link_margin=link_margin,
     )
 
 
@@ -106,6 +110,16 @@ class BiasBaseline(Trainer):
     Each update is one ``numpy.bincount`` over the training rows. Users or products
     without training rows keep a bias of 0.
 
+    With ``link="sigmoid"`` the same ridge problem is solved under the Keras model's link,
+    ``stars = lo + sigmoid(b + b_u + b_i) * (hi - lo)`` with ``lo, hi`` the scale widened
+    by ``link_margin``: each round takes one Gauss-Newton step for the global bias ``b``
+    (not fixed at the mean: under a curved link the mean rating is not the link of the mean
+    score), then for every ``b_i``, then for every ``b_u``, each step again one
+    ``bincount``. The shrinkage is converted to the logit scale with the link's slope at
+    the mean rating, so that ``reg_*`` keeps its meaning in stars (as the link becomes
+    linear with a growing margin, the fit approaches the identity one). The Keras trainer
+    uses this to start from biases solved in closed form.
+
     Parameters
     ----------
     reg_user, reg_product : float
@@ -113,30 +127,42 @@ class BiasBaseline(Trainer):
         products less. 0 gives the unregularized least-squares fit.
     n_iter : int
         Number of (product, user) update rounds.
+    link : {"identity", "sigmoid"}
+        The link of the returned :class:`FactorModel`.
+    link_margin : float
+        Stars by which the sigmoid's range reaches beyond each end of the scale (sigmoid only).
 
     Attributes
     ----------
     mu_ : float
-        The global mean.
+        The global mean (identity link) or the fitted global bias, a logit (sigmoid link).
     user_bias_, product_bias_ : numpy.ndarray
         The fitted biases, float64.
     """
 
     name = "bias"
 
-    def __init__(self, reg_user: float = 10.0, reg_product: float = 10.0, n_iter: int = 10) -> None:
-        for pname, value in (("reg_user", reg_user), ("reg_product", reg_product)):
+    def __init__(self, reg_user: float = 10.0, reg_product: float = 10.0, n_iter: int = 10, *,
+                 link: str = "identity", link_margin: float = 0.0) -> None:
+        for pname, value in (("reg_user", reg_user), ("reg_product", reg_product), ("link_margin", link_margin)):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
                 np.isfinite(value) and value >= 0
             ):
                 raise ParameterError(f"{pname}={value!r}: expected a finite number >= 0")
+        if link not in ("identity", "sigmoid") or (link == "identity" and link_margin):
+            raise ParameterError(f"link={link!r}, link_margin={link_margin!r}: expected 'identity' (no margin) "
+                                 "or 'sigmoid'")
         self.reg_user = float(reg_user)
         self.reg_product = float(reg_product)
         self.n_iter = positive_int("n_iter", n_iter)
+        self.link = link
+        self.link_margin = float(link_margin)
 
     def fit(self, train: EncodedRatings, valid: EncodedRatings | None = None) -> FactorModel:
         """Fit on encoded training rows (see :meth:`GlobalMean.fit`)."""
         train = self.check_train(train)
+        if self.link == "sigmoid":
+            return self._fit_sigmoid(train)
         u, p, r = train.user_idx, train.product_idx, train.rating
         n_users, n_products = train.n_users, train.n_products
         mu = float(np.mean(r))
@@ -154,6 +180,32 @@ class BiasBaseline(Trainer):
         self.user_bias_ = b_u
         self.product_bias_ = b_p
         return _zero_factor_model(self, train, global_bias=mu, user_bias=b_u, product_bias=b_p)
+
+
+    def _fit_sigmoid(self, train: EncodedRatings) -> FactorModel:
+        u, p, r = train.user_idx, train.product_idx, np.asarray(train.rating, np.float64)
+        lo, hi = train.rating_min - self.link_margin, train.rating_max + self.link_margin
+        span = hi - lo
+        m = float(np.clip(np.mean((r - lo) / span), 1e-3, 1 - 1e-3))
+        g = float(logit(m))
+        slope2 = (span * m * (1 - m)) ** 2  # (d stars / d score)² at the mean rating
+        lam_u, lam_p = self.reg_user * slope2, self.reg_product * slope2
+        b_u, b_p = np.zeros(train.n_users), np.zeros(train.n_products)
+        for _ in range(self.n_iter):
+            for side in ("global", "product", "user"):
+                s = expit(g + b_u[u] + b_p[p])
+                jac, err = span * s * (1 - s), r - (lo + span * s)
+                if side == "global":
+                    g += float(_safe_divide(np.array([jac @ err]), np.array([jac @ jac]))[0])
+                elif side == "product":
+                    b_p += _safe_divide(np.bincount(p, jac * err, train.n_products) - lam_p * b_p,
+                                        np.bincount(p, jac * jac, train.n_products) + lam_p)
+                else:
+                    b_u += _safe_divide(np.bincount(u, jac * err, train.n_users) - lam_u * b_u,
+                                        np.bincount(u, jac * jac, train.n_users) + lam_u)
+        self.mu_, self.user_bias_, self.product_bias_ = g, b_u, b_p
+        return _zero_factor_model(self, train, global_bias=g, user_bias=b_u, product_bias=b_p, link="sigmoid",
+                                  link_margin=self.link_margin)
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:

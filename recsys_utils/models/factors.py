@@ -69,13 +69,19 @@ class FactorModel:
         The constant offset.
     link : {"identity", "sigmoid"}
         ``identity``: the score is already in stars. ``sigmoid``: the score is a logit of
-        the rating scaled to [0, 1], so ``stars = rating_min + sigmoid(score) * (rating_max - rating_min)``.
+        the rating scaled to [0, 1], so ``stars = lo + sigmoid(score) * (hi - lo)`` with
+        ``lo = rating_min - link_margin`` and ``hi = rating_max + link_margin``.
     rating_min, rating_max : float
-        The star scale.
+        The star scale; predictions of rating models are clipped to it.
     name : str
         Shown in tables and plots.
     predicts_ratings : bool
         False for ranking-only scorers (popularity), whose scores are not stars.
+    link_margin : float
+        Stars by which the sigmoid's range reaches beyond each end of the scale (sigmoid
+        link only; 0 for the identity link). With a margin, the top and bottom stars are
+        reached at a finite score rather than only as the score goes to infinity; the
+        wider it is, the more nearly linear the link is over the scale.
     """
 
     user_factors: np.ndarray
@@ -88,6 +94,7 @@ class FactorModel:
     rating_max: float = RATING_MAX
     name: str = "model"
     predicts_ratings: bool = True
+    link_margin: float = 0.0
     _pt: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +126,11 @@ class FactorModel:
             )
         if not self.rating_max > self.rating_min:
             raise ParameterError(f"rating scale [{self.rating_min}, {self.rating_max}] is empty")
+        self.link_margin = float(self.link_margin)
+        if not (np.isfinite(self.link_margin) and self.link_margin >= 0):
+            raise ParameterError(f"link_margin={self.link_margin!r}: expected a finite number >= 0")
+        if self.link_margin and self.link != "sigmoid":
+            raise ParameterError(f"link_margin={self.link_margin}: only the sigmoid link has a margin")
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -157,7 +169,8 @@ class FactorModel:
         """Map raw scores through the link to stars, clipped to the scale."""
         scores = np.asarray(scores, dtype=np.float64)
         if self.link == "sigmoid":
-            stars = self.rating_min + _sigmoid(scores) * (self.rating_max - self.rating_min)
+            lo = self.rating_min - self.link_margin
+            stars = lo + _sigmoid(scores) * (self.rating_max + self.link_margin - lo)
         else:
             stars = scores
         if not self.predicts_ratings:
@@ -316,6 +329,7 @@ class FactorModel:
                     rating_max=np.float64(self.rating_max),
                     name=np.str_(self.name),
                     predicts_ratings=np.bool_(self.predicts_ratings),
+                    link_margin=np.float64(self.link_margin),
                 )
         return path
 
@@ -339,6 +353,8 @@ class FactorModel:
                 rating_max=float(z["rating_max"]),
                 name=str(z["name"]),
                 predicts_ratings=bool(z["predicts_ratings"]),
+                # files written before the margin existed have none
+                link_margin=float(z["link_margin"]) if "link_margin" in z.files else 0.0,
             )
 
 

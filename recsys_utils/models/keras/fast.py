@@ -75,9 +75,14 @@ def sparse_adam(tf, var, moments, idx, values, last, lr_t) -> None:
 
 
 def fit_fast(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
-              jit_compile, verbose, keras, scale, epoch_seconds) -> tuple[dict[str, list[float]], bool]:
-    """The compiled loop of :class:`_FastFit`, with Keras's early-stopping rule; history on the [0, 1] scale."""
-    fit = _FastFit(model, learning_rate, jit_compile)
+             jit_compile, verbose, keras, scale, epoch_seconds,
+             clip=(0.0, 1.0)) -> tuple[dict[str, list[float]], bool]:
+    """The compiled loop of :class:`_FastFit`, with Keras's early-stopping rule; history on the [0, 1] scale.
+
+    ``val_rmse`` is that of predictions clipped to ``clip`` (the rating scale on the
+    sigmoid's [0, 1]), i.e. of what the fitted model will predict.
+    """
+    fit = _FastFit(model, learning_rate, jit_compile, clip)
     u, p = x
     y = y.reshape(-1)
     valid = None if validation_data is None else _FastFit.chunked(*validation_data[0], validation_data[1].reshape(-1))
@@ -149,11 +154,12 @@ class _FastFit:
     Shapes are static (see :func:`epoch_batches`), so XLA compiles the step once per run.
     """
 
-    def __init__(self, model, learning_rate: float, jit_compile: bool) -> None:
+    def __init__(self, model, learning_rate: float, jit_compile: bool, clip: tuple[float, float] = (0.0, 1.0)) -> None:
         import tensorflow as tf
 
         self.tf = tf
         self.model = model
+        self.clip = (float(clip[0]), float(clip[1]))
         self.variables = [v.value for v in model.trainable_variables]
         self.moments = [adam_moments(tf, v) for v in self.variables]
         # Owner tables for _last_positions, one per input: the user embedding and the user
@@ -218,11 +224,12 @@ class _FastFit:
         return sse, loss_sum
 
     def _run_predict(self, users, products, targets, weights):
-        """Weighted sum of squared errors over padded chunks of the validation rows."""
+        """Weighted sum of squared errors over padded chunks of the validation rows (predictions clipped)."""
         tf = self.tf
         sse = tf.constant(0.0, tf.float32)
         for i in tf.range(tf.shape(users)[0]):
             pred = tf.reshape(self.model([users[i], products[i]], training=False), [-1])
+            pred = tf.clip_by_value(pred, *self.clip)
             sse += tf.reduce_sum(tf.square(targets[i] - pred) * weights[i])
         return sse
 

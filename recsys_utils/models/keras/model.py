@@ -1,7 +1,9 @@
 """The Keras model: user and product embeddings, their dot product, a sigmoid.
 
 ``prediction = sigmoid(u · p [+ b + b_u + b_p])`` estimates the rating scaled to
-[0, 1]; :func:`unit_to_rating` maps it back to stars. With ``use_bias=False`` this
+[0, 1]; :func:`unit_to_rating` maps it back to stars. The [0, 1] range may reach a
+``margin`` of stars beyond each end of the scale (predictions are clipped to the scale
+afterwards), so that 5 stars is reached at a finite logit. With ``use_bias=False`` this
 is exactly the classic tutorial model; with ``use_bias=True`` (the default) global,
 user and product biases are added before the sigmoid and the global bias starts at
 the logit of the training mean, so the untrained model already predicts the mean
@@ -44,17 +46,22 @@ __all__ = [
     "save_model",
     "extract_weights",
     "to_factor_model",
+    "hold_biases",
 ]
 
 
-def rating_to_unit(r: Any, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> np.ndarray:
-    """Stars → [0, 1]: ``(r - min) / (max - min)``."""
-    return (np.asarray(r, dtype=np.float64) - rating_min) / (rating_max - rating_min)
+def rating_to_unit(r: Any, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX,
+                   margin: float = 0.0) -> np.ndarray:
+    """Stars → [0, 1]: ``(r - lo) / (hi - lo)`` with ``lo = min - margin``, ``hi = max + margin``."""
+    lo, hi = rating_min - margin, rating_max + margin
+    return (np.asarray(r, dtype=np.float64) - lo) / (hi - lo)
 
 
-def unit_to_rating(x: Any, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> np.ndarray:
-    """[0, 1] → stars, the inverse of :func:`rating_to_unit`."""
-    return rating_min + np.asarray(x, dtype=np.float64) * (rating_max - rating_min)
+def unit_to_rating(x: Any, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX,
+                   margin: float = 0.0) -> np.ndarray:
+    """[0, 1] → stars, the inverse of :func:`rating_to_unit` (not clipped to the scale)."""
+    lo, hi = rating_min - margin, rating_max + margin
+    return lo + np.asarray(x, dtype=np.float64) * (hi - lo)
 
 
 
@@ -186,8 +193,12 @@ def extract_weights(model) -> dict[str, Any]:
     return {"user_factors": uf, "product_factors": pf, "user_bias": ub, "product_bias": pb, "global_bias": gb}
 
 
-def to_factor_model(model: Any, *, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX) -> FactorModel:
-    """The learned weights of a model built by :func:`build_model` as a :class:`FactorModel` (sigmoid link)."""
+def to_factor_model(model: Any, *, rating_min: float = RATING_MIN, rating_max: float = RATING_MAX,
+                    link_margin: float = 0.0) -> FactorModel:
+    """The learned weights of a model built by :func:`build_model` as a :class:`FactorModel` (sigmoid link).
+
+    ``link_margin`` is the margin the model was trained with (see :func:`rating_to_unit`).
+    """
     w = extract_weights(model)
     return FactorModel(
         user_factors=w["user_factors"],
@@ -199,4 +210,21 @@ def to_factor_model(model: Any, *, rating_min: float = RATING_MIN, rating_max: f
         rating_min=rating_min,
         rating_max=rating_max,
         name=model.name,
+        link_margin=link_margin,
     )
+
+
+def hold_biases(model: Any, biases: FactorModel) -> None:
+    """Set the global, user and product biases of ``model`` to those of ``biases`` and freeze them.
+
+    ``biases`` must have the model's vocabulary sizes and a sigmoid link with the margin
+    the model is trained with (e.g. ``BiasBaseline(link="sigmoid", link_margin=m)``); only
+    the embeddings train afterwards.
+    """
+    for name, values in ((USER_BIAS, biases.user_bias), (PRODUCT_BIAS, biases.product_bias)):
+        layer = model.get_layer(name)
+        layer.set_weights([np.asarray(values, np.float32).reshape(layer.get_weights()[0].shape)])
+        layer.trainable = False
+    layer = model.get_layer(GLOBAL_BIAS)
+    layer.set_weights([np.asarray(biases.global_bias, np.float32)])
+    layer.trainable = False

@@ -11,6 +11,17 @@ permutation and applies Adam only to the embedding rows a batch looked up
 (:mod:`recsys_utils.models.keras.fast`, ~1.9M ratings/s on 2 CPU cores at dim 32);
 ``"keras"`` is plain ``model.fit`` (~0.16M/s at the same batch), kept as the reference.
 ``benchmarks/bench_train.py`` measures both.
+
+With a validation split, biases and fewer than ``compare_below`` training ratings,
+:func:`train_model` fits three variants of the model and keeps the one with the lowest
+validation RMSE (``TrainResult.fit``, all of them in
+``TrainResult.candidates``): ``"main"`` (the parameters as given), ``"strong_l2"`` (the
+same with ``strong_l2`` on the embeddings: small or weakly structured data), and
+``"wide"`` (a nearly linear link, reaching ``wide_margin`` stars beyond the scale, whose
+biases are solved in closed form by :class:`~recsys_utils.models.baselines.BiasBaseline`
+and held while only the embeddings train: data where user and product biases are nearly
+all there is). Larger data, where the main fit was always the one kept, and the model
+without biases (``mf_dot``, the comparison variant) are fitted once. ``benchmarks/RESULTS.md`` ("Closing the gap to the bias baseline") measures why.
 """
 
 from __future__ import annotations
@@ -27,17 +38,20 @@ import numpy as np
 from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError
 from recsys_utils.models.base import Trainer
+from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.factors import FactorModel
 from recsys_utils.models.keras.fast import fit_fast
 from recsys_utils.models.keras.layers import import_keras
-from recsys_utils.models.keras.model import build_model, rating_to_unit, to_factor_model
+from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, to_factor_model
 
-__all__ = ["ENGINES", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "set_seeds"]
+__all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "set_seeds"]
 
 log = logging.getLogger(__name__)
 
 #: Training engines: the compiled fast loop, and ``model.fit``.
 ENGINES = ("fast", "keras")
+#: The variants train_model compares on validation RMSE, in their order of preference on a tie.
+FITS = ("main", "strong_l2", "wide")
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,26 @@ class TrainParams:
     patience : int
         Epochs without a better validation RMSE before stopping; the weights of the
         best epoch are restored. ``0`` disables early stopping.
+    min_epoch_ratings : int
+        ``epochs`` and ``patience`` count passes over the training rows, but a pass over
+        fewer ratings than this counts as a fraction of an epoch: both limits are
+        multiplied by ``ceil(min_epoch_ratings / n_train)``. On a few thousand ratings a
+        pass is one or two Adam steps; this gives small data the same number of ratings
+        seen (and of steps without improvement) before stopping as larger data.
+    compare_below : int
+        Compare the fits below (``strong_l2``, ``wide_margin``) only on training sets with
+        fewer ratings than this, where the main fit's variance is the risk; on larger ones
+        the main fit was kept on every dataset measured, and the others would only add
+        their training time (``0``: never compare).
+    strong_l2 : float
+        With a validation split and biases, also fit the model with this ``l2`` and keep
+        the fit with the lower validation RMSE (``0`` or equal to ``l2``: no such fit).
+    wide_margin : float
+        With a validation split and biases, also fit a model whose sigmoid reaches this
+        many stars beyond each end of the scale (nearly linear over it; predictions are
+        clipped to the scale) and whose biases are solved in closed form
+        (:class:`~recsys_utils.models.baselines.BiasBaseline` with this link) and held fixed
+        while the embeddings train; kept if its validation RMSE is lower (``0``: no such fit).
     seed : int
         Seeds initialisation and shuffling.
     engine : {"fast", "keras"}
@@ -86,6 +120,10 @@ class TrainParams:
     batch_size: int = 4096
     learning_rate: float = 0.02
     patience: int = 3
+    min_epoch_ratings: int = 32_768
+    compare_below: int = 100_000
+    strong_l2: float = 0.02
+    wide_margin: float = 8.0
     seed: int = 42
     engine: str = "fast"
     jit_compile: bool | None = None
@@ -99,6 +137,10 @@ class TrainParams:
             )
         if self.engine not in ENGINES:
             raise ParameterError(f"engine={self.engine!r}: expected one of {', '.join(map(repr, ENGINES))}")
+        for name in ("min_epoch_ratings", "compare_below", "strong_l2", "wide_margin"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):  # also refuses NaN
+                raise ParameterError(f"{name}={value!r}: expected a finite number >= 0")
 
 
 def set_seeds(seed: int, deterministic: bool = True) -> None:
@@ -139,6 +181,11 @@ class TrainResult:
     params: dict[str, Any] = field(default_factory=dict)
     #: wall seconds of each epoch, validation included (the first also pays for compiling)
     epoch_seconds: list[float] = field(default_factory=list)
+    #: which of :data:`FITS` this is, and the margin of its link (stars beyond the scale)
+    fit: str = "main"
+    link_margin: float = 0.0
+    #: every fit train_model compared: name, l2, link_margin, held_biases, best RMSE, epochs, seconds
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +196,9 @@ class TrainResult:
             "seconds": self.seconds,
             "ratings_per_second": self.ratings_per_second,
             "params": self.params,
+            "fit": self.fit,
+            "link_margin": self.link_margin,
+            "candidates": self.candidates,
         }
 
 
@@ -195,12 +245,24 @@ class KerasRatingModel(Trainer):
         """
         self.result_ = train_model(self.check_train(train), valid, self.params, verbose=self.verbose)
         self.model_ = self.result_.model
-        return to_factor_model(self.model_, rating_min=train.rating_min, rating_max=train.rating_max)
+        return to_factor_model(self.model_, rating_min=train.rating_min, rating_max=train.rating_max,
+                               link_margin=self.result_.link_margin)
 
 
-def _arrays(data: EncodedRatings) -> tuple[list[np.ndarray], np.ndarray]:
-    y = rating_to_unit(data.rating, data.rating_min, data.rating_max).astype(np.float32)
+def _arrays(data: EncodedRatings, margin: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
+    y = rating_to_unit(data.rating, data.rating_min, data.rating_max, margin).astype(np.float32)
     return [data.user_idx.astype(np.int32), data.product_idx.astype(np.int32)], y.reshape(-1, 1)
+
+
+def _fits(params: TrainParams, has_valid: bool, n_train: int) -> list[tuple[str, float, float, bool]]:
+    """``(name, l2, link margin, biases held)`` of each fit to compare; see :data:`FITS`."""
+    fits = [("main", params.l2, 0.0, False)]
+    compare = has_valid and params.use_bias and n_train < params.compare_below
+    if compare and params.strong_l2 > 0 and params.strong_l2 != params.l2:
+        fits.append(("strong_l2", params.strong_l2, 0.0, False))
+    if compare and params.wide_margin > 0:
+        fits.append(("wide", params.l2, params.wide_margin, True))
+    return fits
 
 
 def train_model(
@@ -209,76 +271,125 @@ def train_model(
     params: TrainParams | None = None,
     *,
     verbose: int = 2,
+    fits: tuple[str, ...] | None = None,
 ) -> TrainResult:
     """Build and fit the Keras model on encoded rows, stopping early on validation RMSE.
 
     The engine-level call behind :meth:`KerasRatingModel.fit` (which most code should use).
+    With validation rows, each fit of :data:`FITS` that ``params`` turn on is trained (each
+    from the same seed) and the one with the lowest validation RMSE (predictions clipped to
+    the scale, as a :class:`FactorModel` predicts) is returned; without them, ``"main"``.
+    ``fits`` restricts the comparison to the fits named (e.g. ``("wide",)`` to train that one).
 
     Returns
     -------
     TrainResult
-        With ``history`` holding ``loss``, ``rmse`` and ``val_rmse`` (stars) per epoch.
+        The kept fit, with ``history`` holding ``loss``, ``rmse`` and ``val_rmse`` (stars)
+        per pass; ``seconds`` covers every fit.
     """
     params = params or TrainParams()
+    has_valid = valid is not None and len(valid) > 0
+    passes = max(1, -(-params.min_epoch_ratings // len(train)))
+    todo = _fits(params, has_valid, len(train))
+    if fits is not None:
+        unknown = sorted(set(fits) - set(FITS))
+        todo = [f for f in todo if f[0] in fits]
+        if unknown or not todo:
+            raise ParameterError(f"fits={fits!r}: expected some of {', '.join(FITS)} that these parameters and "
+                                 f"data allow ({', '.join(f[0] for f in _fits(params, has_valid, len(train)))})")
+    start = time.perf_counter()
+    results = []
+    for name, l2, margin, held in todo:
+        if verbose and has_valid:
+            print(f"fit {name!r}: l2 {l2}, link margin {margin}" + (", biases held" if held else ""), flush=True)
+        results.append(_fit_one(train, valid if has_valid else None, params, l2=l2, margin=margin,
+                                held=held, passes=passes, verbose=verbose))
+        results[-1].fit = name
+    best = min(results, key=lambda r: min(r.history["val_rmse" if has_valid else "rmse"]))  # first on a tie
+    best.candidates = [
+        {"fit": r.fit, "l2": r.params["l2"], "link_margin": r.link_margin, "held_biases": r.fit == "wide",
+         "best_rmse": min(r.history["val_rmse" if has_valid else "rmse"]), "epochs": len(r.history["loss"]),
+         "seconds": r.seconds}
+        for r in results
+    ]
+    best.params["fit"] = best.fit
+    best.seconds = time.perf_counter() - start
+    if len(results) > 1:
+        log.info("kept fit %r of %s", best.fit, ", ".join(f"{c['fit']} {c['best_rmse']:.4f}" for c in best.candidates))
+    return best
+
+
+def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainParams, *, l2: float,
+             margin: float, held: bool, passes: int, verbose: int) -> TrainResult:
+    """One fit: build the model (biases solved in closed form and held when ``held``), train, restore the best pass."""
     keras = import_keras()
     set_seeds(params.seed, deterministic=params.deterministic)
     jit_compile = params.jit_compile
     if jit_compile is None:
         jit_compile = params.engine == "fast" or not params.deterministic
-    x, y = _arrays(train)
-    scale = train.rating_max - train.rating_min
+    x, y = _arrays(train, margin)
+    span = train.rating_max - train.rating_min + 2 * margin
     n_users, n_products = train.n_users, train.n_products
     model = build_model(
         n_users,
         n_products,
         params.embedding_dim,
         use_bias=params.use_bias,
-        l2=params.l2,
+        l2=l2,
         bias_l2=params.bias_l2,
         user_counts=np.bincount(x[0], minlength=n_users),
         product_counts=np.bincount(x[1], minlength=n_products),
         initial_mean=float(y.mean()),
         seed=params.seed,
     )
-    validation_data = _arrays(valid) if valid is not None and len(valid) else None
+    if held:
+        hold_biases(model, BiasBaseline(n_iter=20, link="sigmoid", link_margin=margin).fit(train))
+    validation_data = _arrays(valid, margin) if valid is not None else None
     monitor = "val_rmse" if validation_data is not None else "rmse"
     fit = fit_fast if params.engine == "fast" else _fit_keras
     start = time.perf_counter()
     epoch_seconds: list[float] = []
     h, compiled = fit(
         model, x, y, validation_data,
-        epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
-        patience=params.patience, monitor=monitor, seed=params.seed, jit_compile=bool(jit_compile),
-        verbose=verbose, keras=keras, scale=scale, epoch_seconds=epoch_seconds,
+        epochs=params.epochs * passes, batch_size=params.batch_size, learning_rate=params.learning_rate,
+        patience=params.patience * passes, monitor=monitor, seed=params.seed, jit_compile=bool(jit_compile),
+        verbose=verbose, keras=keras, scale=span, epoch_seconds=epoch_seconds,
+        clip=(margin / span, 1.0 - margin / span),  # the scale itself, on the [0, 1] of the sigmoid
     )
     seconds = time.perf_counter() - start
     # RMSE in stars, which is what a reader compares
     for key in ("rmse", "val_rmse"):
         if key in h:
-            h[key] = [v * scale for v in h[key]]
+            h[key] = [v * span for v in h[key]]
     curve = h[monitor]
     best_epoch = int(np.argmin(curve)) + 1
     n_epochs = len(curve)
     rate = len(y) * n_epochs / seconds if seconds > 0 else float("nan")
     log.info(
-        "trained %d epochs in %.1f s (%.0f ratings/s); best epoch %d, %s %.4f",
+        "trained %d passes in %.1f s (%.0f ratings/s); best pass %d, %s %.4f",
         n_epochs, seconds, rate, best_epoch, monitor, curve[best_epoch - 1],
     )
     return TrainResult(
         model=model,
         history=h,
         best_epoch=best_epoch,
-        stopped_early=n_epochs < params.epochs,
+        stopped_early=n_epochs < params.epochs * passes,
         seconds=seconds,
         ratings_per_second=rate,
         epoch_seconds=epoch_seconds,
-        params={**dataclasses.asdict(params), "jit_compile": compiled},
+        params={**dataclasses.asdict(params), "l2": l2, "jit_compile": compiled, "passes_per_epoch": passes},
+        link_margin=margin,
     )
 
 
 def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
-               jit_compile, verbose, keras, scale, epoch_seconds) -> tuple[dict[str, list[float]], bool]:
-    """``model.fit`` with Keras's Adam and its EarlyStopping; history on the [0, 1] scale."""
+               jit_compile, verbose, keras, scale, epoch_seconds, clip) -> tuple[dict[str, list[float]], bool]:
+    """``model.fit`` with Keras's Adam and its EarlyStopping; history on the [0, 1] scale.
+
+    ``val_rmse`` is that of predictions clipped to ``clip`` (the rating scale), as the
+    fast engine's, computed after each epoch by a callback that runs before EarlyStopping;
+    the training ``rmse`` is that of the raw outputs, as the loss sees them.
+    """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="mse",
@@ -291,6 +402,9 @@ def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rat
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            if validation_data is not None and logs is not None:
+                pred = np.clip(model.predict(validation_data[0], batch_size=65_536, verbose=0), *clip)
+                logs["val_rmse"] = float(np.sqrt(np.mean(np.square(pred - validation_data[1]))))
             epoch_seconds.append(time.perf_counter() - self.start)
 
     callbacks = [Clock()]
@@ -301,8 +415,7 @@ def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rat
             )
         )
     hist = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, shuffle=True, validation_data=validation_data,
-        callbacks=callbacks, verbose=verbose,
+        x, y, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose,
     )
     h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     curve = h[monitor]

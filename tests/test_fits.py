@@ -1,0 +1,221 @@
+"""The fits train_model compares, the link margin and epochs counted in ratings (small, skewed, high-mean data).
+
+Two small generated datasets, both J-shaped (mean about 4.2 stars, 58 % five stars):
+``bias_only`` has no user-product interaction at all (stars cut from user bias + product
+bias + noise), the kind of data on which the model used to lose to the bias baseline;
+``planted`` is the project's generator with latent groups. Every RMSE is recomputed here
+with NumPy from the returned weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys_utils.data.cleaning import clean_ratings
+from recsys_utils.data.encoding import EncodedRatings, Encoders
+from recsys_utils.data.readers import read_ratings
+from recsys_utils.data.split import split_ratings
+from recsys_utils.data.synthetic import generate_ratings
+from recsys_utils.errors import ParameterError
+from recsys_utils.evaluation.experiment import predict_with_fallback
+from recsys_utils.models.baselines import BiasBaseline
+from recsys_utils.models.keras.model import extract_weights, to_factor_model
+from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, train_model
+
+#: The defaults before the fits were compared: one fit, epochs counted in passes.
+OLD = {"strong_l2": 0.0, "wide_margin": 0.0, "min_epoch_ratings": 0}
+
+
+def split(u, p, r, n_users, n_products, seed):
+    """Random 80/10/10; validation and test keep the rows whose user and product occur in training."""
+    order = np.random.default_rng(seed).permutation(len(r))
+    parts = np.split(order, [int(0.8 * len(r)), int(0.9 * len(r))])
+    seen_u, seen_p = np.zeros(n_users, bool), np.zeros(n_products, bool)
+    seen_u[u[parts[0]]], seen_p[p[parts[0]]] = True, True
+    out = []
+    for i, rows in enumerate(parts):
+        if i:
+            rows = rows[seen_u[u[rows]] & seen_p[p[rows]]]
+        out.append(EncodedRatings(u[rows], p[rows], r[rows], n_users, n_products))
+    return out
+
+
+def bias_only(seed: int = 0, n_users: int = 1500, n_products: int = 400, n: int = 10_000):
+    rng = np.random.default_rng(seed)
+    activity = rng.lognormal(0, 1.0, n_users)
+    popularity = (np.arange(n_products) + 3.0) ** -0.8
+    pairs = np.unique(rng.choice(n_users, 3 * n, p=activity / activity.sum()) * n_products
+                      + rng.choice(n_products, 3 * n, p=popularity / popularity.sum()))
+    pairs = rng.permutation(pairs)[:n]
+    u, p = pairs // n_products, pairs % n_products
+    score = 0.7 * rng.standard_normal(n_users)[u] + 0.7 * rng.standard_normal(n_products)[p] + rng.standard_normal(n)
+    stars = 1.0 + np.searchsorted(np.quantile(score, [0.07, 0.12, 0.21, 0.42]), score)  # 7/5/9/21/58 %
+    return split(u, p, stars, n_users, n_products, seed)
+
+
+@pytest.fixture(scope="module")
+def bias_data():
+    return bias_only(seed=2)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    ratings = generate_ratings(n_users=600, n_products=200, n_ratings=6000, n_groups=8, seed=5).ratings
+    users, u = np.unique(ratings["user_id"].to_numpy(str), return_inverse=True)
+    products, p = np.unique(ratings["product_id"].to_numpy(str), return_inverse=True)
+    return split(u, p, ratings["rating"].to_numpy(float), len(users), len(products), 5)
+
+
+def rmse(fm, rows: EncodedRatings) -> float:
+    return float(np.sqrt(np.mean((fm.predict(rows.user_idx, rows.product_idx) - rows.rating) ** 2)))
+
+
+# ------------------------------------------------------------------ the headline
+@pytest.fixture(scope="module")
+def bias_fits(bias_data):
+    train, valid, _ = bias_data
+    new, old = KerasRatingModel(verbose=0), KerasRatingModel(TrainParams(**OLD), verbose=0)
+    return new, new.fit(train, valid), old.fit(train, valid)
+
+
+@pytest.mark.slow
+def test_on_bias_only_high_mean_data_the_model_beats_the_bias_baseline(bias_data, bias_fits):
+    # Measured (seed 2, 8,000 training ratings, mean 4.17, 967 test rows): bias baseline
+    # 1.0533 test RMSE, old defaults 1.0829, new defaults 1.0428 (the strong_l2 fit kept).
+    # Seeds 0, 1, 3 (bias / old / new): 1.0826 / 1.0777 / 1.0518, 1.0294 / 1.0466 / 1.0237,
+    # 1.0980 / 1.1247 / 1.0900: the new defaults beat the bias baseline on all four.
+    train, _, test = bias_data
+    assert 4.1 < train.rating.mean() < 4.3
+    _, new, old = bias_fits
+    bias = rmse(BiasBaseline().fit(train), test)
+    assert rmse(old, test) > bias + 0.01  # what the issue was about: the old fit lost
+    assert rmse(new, test) < bias - 0.005
+
+
+@pytest.mark.slow
+def test_the_kept_fit_has_the_lowest_validation_rmse(bias_data, bias_fits):
+    _, valid, _ = bias_data
+    trainer, fm, _ = bias_fits
+    res = trainer.result_
+    names = [c["fit"] for c in res.candidates]
+    assert names == list(FITS)  # all three ran, in order
+    best = min(res.candidates, key=lambda c: c["best_rmse"])
+    assert res.fit == best["fit"] and fm.link_margin == best["link_margin"] == res.link_margin
+    # the returned factor model's own validation RMSE, recomputed here, is the kept fit's
+    assert rmse(fm, valid) == pytest.approx(best["best_rmse"], abs=1e-4)
+    assert rmse(fm, valid) <= min(c["best_rmse"] for c in res.candidates) + 1e-4
+    assert {c["fit"]: c["l2"] for c in res.candidates} == {"main": 0.005, "strong_l2": 0.02, "wide": 0.005}
+
+
+# ------------------------------------------------------------------ the wide fit
+@pytest.mark.parametrize("engine", ["fast", "keras"])
+def test_the_wide_fit_holds_the_closed_form_biases_and_trains_the_embeddings(bias_data, engine):
+    train, valid, _ = bias_data
+    params = TrainParams(epochs=2, patience=0, engine=engine)
+    res = train_model(train, valid, params, verbose=0, fits=("wide",))
+    assert res.fit == "wide" and res.link_margin == params.wide_margin and len(res.candidates) == 1
+    closed = BiasBaseline(n_iter=20, link="sigmoid", link_margin=params.wide_margin).fit(train)
+    w = extract_weights(res.model)
+    np.testing.assert_array_equal(w["user_bias"], closed.user_bias)  # not moved by training
+    np.testing.assert_array_equal(w["product_bias"], closed.product_bias)
+    assert w["global_bias"] == pytest.approx(closed.global_bias, abs=1e-6)
+    untrained = extract_weights(train_model(train, valid, TrainParams(epochs=1, learning_rate=1e-12, engine=engine),
+                                            verbose=0, fits=("wide",)).model)
+    assert np.abs(w["user_factors"] - untrained["user_factors"]).max() > 1e-3  # the embeddings did move
+
+
+def test_fits_that_do_not_apply_are_refused(bias_data):
+    train, valid, _ = bias_data
+    with pytest.raises(ParameterError, match="fits=\\('wide',\\)"):
+        train_model(train, None, TrainParams(epochs=1), verbose=0, fits=("wide",))  # no validation rows
+    with pytest.raises(ParameterError, match="fits=\\('bogus',\\)"):
+        train_model(train, valid, TrainParams(epochs=1), verbose=0, fits=("bogus",))
+
+
+def test_without_biases_the_model_is_fitted_once(planted):
+    train, valid, _ = planted
+    res = train_model(train, valid, TrainParams(use_bias=False, epochs=1), verbose=0)
+    assert [c["fit"] for c in res.candidates] == ["main"]
+
+
+@pytest.mark.parametrize("compare_below, fits", [(4800, ["main"]), (4801, list(FITS)), (0, ["main"])])
+def test_fits_are_compared_only_below_compare_below_training_ratings(planted, compare_below, fits):
+    train, valid, _ = planted
+    assert len(train) == 4800
+    res = train_model(train, valid, TrainParams(epochs=1, compare_below=compare_below), verbose=0)
+    assert [c["fit"] for c in res.candidates] == fits
+
+
+# ------------------------------------------------------------------ the link margin
+def test_the_wide_link_lets_predictions_reach_the_top_star(planted):
+    # Half of these ratings are 5 stars; the main fit's sigmoid onto the bare scale reaches 5.0
+    # only at an infinite logit, the wide fit's sigmoid onto [-7, 13] at logit(0.6) ≈ 0.41,
+    # beyond which its prediction is clipped to 5.0.
+    train, valid, test = planted
+    params = TrainParams(epochs=20)
+    main = train_model(train, valid, params, verbose=0, fits=("main",))
+    wide = train_model(train, valid, params, verbose=0, fits=("wide",))
+    assert (main.link_margin, wide.link_margin) == (0.0, 8.0)
+    main_fm, wide_fm = (to_factor_model(r.model, link_margin=r.link_margin) for r in (main, wide))
+    top_main, top_wide = (fm.predict(test.user_idx, test.product_idx) for fm in (main_fm, wide_fm))
+    assert top_main.max() < 5.0 and (top_wide == 5.0).mean() > 0.01
+    # predictions are lo + sigmoid(score) * (hi - lo), lo = -7, hi = 13, clipped to [1, 5]
+    score = wide_fm.score(test.user_idx, test.product_idx)
+    np.testing.assert_allclose(top_wide, np.clip(-7.0 + 20.0 / (1 + np.exp(-score)), 1, 5), atol=1e-6)
+    # the validation RMSE the fit reports is that of the clipped predictions, recomputed here
+    assert min(wide.history["val_rmse"]) == pytest.approx(rmse(wide_fm, valid), abs=1e-4)
+
+
+# ------------------------------------------------------------------ epochs counted in ratings
+def test_small_data_gets_several_passes_per_epoch(planted):
+    train, valid, _ = planted  # 4,800 training ratings
+    passes = -(-10_000 // len(train))
+    assert passes == 3
+    res = train_model(train, None, TrainParams(epochs=2, patience=0, min_epoch_ratings=10_000), verbose=0)
+    assert len(res.history["loss"]) == 2 * passes and res.params["passes_per_epoch"] == passes
+    res = train_model(train, None, TrainParams(epochs=2, patience=0, min_epoch_ratings=0), verbose=0)
+    assert len(res.history["loss"]) == 2 and res.params["passes_per_epoch"] == 1
+
+
+def test_patience_counts_passes_of_an_epoch(planted):
+    # No L2 and small batches: the model overfits within a few epochs and stops; patience 1
+    # epoch of 3 passes means it stops 3 passes after its best.
+    train, valid, _ = planted
+    res = train_model(train, valid, TrainParams(epochs=30, patience=1, min_epoch_ratings=10_000, l2=0.0,
+                                                batch_size=256), verbose=0, fits=("main",))
+    val = res.history["val_rmse"]
+    assert res.stopped_early and len(val) == res.best_epoch + 3
+
+
+@pytest.mark.parametrize("name", ["min_epoch_ratings", "compare_below", "strong_l2", "wide_margin"])
+def test_new_parameters_refuse_negative_values(name):
+    with pytest.raises(ParameterError, match=name):
+        TrainParams(**{name: -1})
+
+
+# ------------------------------------------------------------------ the real case
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_musical_instruments_5core_is_no_worse_than_the_bias_baseline(shared_data):
+    # The dataset of the issue: 10,261 ratings, mean 4.49 stars, random 80/10/10 split, seed 42
+    # (benchmarks/compare_peers.py). Measured: bias baseline 0.8404 test RMSE, old defaults
+    # 0.8486, new defaults 0.8396 (the wide fit kept). Test rows with an ID unseen in training
+    # are scored as notebook 04 scores them. The 0.002 allowance is for floating-point
+    # differences between machines; the old defaults miss it by 0.006.
+    ratings, _ = clean_ratings(read_ratings(shared_data / "amazon_musical_instruments_5core" / "ratings.csv"),
+                               min_user_ratings=5, min_product_ratings=5)
+    parts = split_ratings(ratings, "random", seed=42)
+    enc = Encoders.fit(parts.train)
+    train, valid, test = (enc.encode(df) for df in (parts.train, parts.valid, parts.test))
+    rows = EncodedRatings.from_frame(train, enc.n_users, enc.n_products)
+    held_out = EncodedRatings.from_frame(valid, enc.n_users, enc.n_products, drop_unknown=True)
+
+    def test_rmse(fm) -> float:
+        pred, _ = predict_with_fallback(fm, test["user_idx"].to_numpy(), test["product_idx"].to_numpy())
+        return float(np.sqrt(np.mean((pred - test["rating"].to_numpy()) ** 2)))
+
+    bias = test_rmse(BiasBaseline().fit(rows))
+    new = KerasRatingModel(verbose=0)
+    assert test_rmse(new.fit(rows, held_out)) <= bias + 0.002
+    assert test_rmse(KerasRatingModel(TrainParams(**OLD), verbose=0).fit(rows, held_out)) > bias + 0.005
