@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed
 
 # Extra arguments, e.g. make report ARGS="--data ratings.csv -p epochs 5"
 ARGS        ?=
+# make lab RUN=latest (or RUN=reports/<run>): notebooks start from that finished run's
+# artifacts, copied to reports/lab so the run itself is not changed
+RUN         ?=
 PYTEST_ARGS ?=
 # JupyterLab refuses to start as root unless told; containers often run as root.
 LAB_ARGS    ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -19,12 +22,14 @@ help:
 	@echo "make report   run the five notebooks on the default data, render HTML under reports/"
 	@echo "make test     run the test suite"
 	@echo "make lab      open JupyterLab on notebooks/ with this project's environment"
+	@echo "              (RUN=latest or RUN=reports/<run>: start from a finished run)"
 	@echo "make sample   (re)generate the embedded sample data"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required; run with PYTHON=python3.11 (found " + sys.version.split()[0] + ")")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name recsys-utils --display-name "recsys_utils (.venv)" >/dev/null
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -38,7 +43,7 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name recsys-utils --display-name "recsys_utils (.venv)" >/dev/null
 	$(PY) -m recsys_utils generate
-	cd notebooks && ../$(PY) -m jupyter lab $(LAB_ARGS)
+	cd notebooks && $(if $(RUN),RECSYS_RUN_DIR=$(if $(filter latest,$(RUN)),latest,$(abspath $(RUN))) )../$(PY) -m jupyter lab $(LAB_ARGS)
 
 sample: $(STAMP)
 	$(PY) -m recsys_utils generate --force

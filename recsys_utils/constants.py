@@ -83,6 +83,8 @@ METRIC_LABELS = {
     "top1_share": "share of lists with the top product",
     "list_overlap": "list overlap",
     "mean_log_popularity": "mean log popularity",
+    "n_users_evaluated": "test users",
+    "n": "rows",
 }
 
 

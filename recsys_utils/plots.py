@@ -19,6 +19,11 @@ from recsys_utils.constants import (
     DEFAULT_RATING_COL,
     DEFAULT_TIMESTAMP_COL,
     DEFAULT_USER_COL,
+    RATING_MAX,
+    RATING_MIN,
+    metric_label,
+    model_color,
+    model_label,
 )
 from recsys_utils.errors import ParameterError
 
@@ -84,10 +89,28 @@ def ratings_over_time(df: pd.DataFrame, *, col_time: str = DEFAULT_TIMESTAMP_COL
     ax.set(ylabel="ratings per month", title="Ratings over time")
     ax2 = ax.twinx()
     ax2.plot(monthly.index, monthly["mean"].to_numpy(), color="C3", lw=1)
-    ax2.set_ylabel("mean rating", color="C3")
+    ax2.set_ylabel("mean rating (stars)", color="C3")
+    ax2.set_ylim(*_at_least_one_star(monthly["mean"].to_numpy()))
     ax2.grid(False)
     fig.tight_layout()
     return fig
+
+
+def _at_least_one_star(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits spanning at least one star around ``values``, so month-to-month noise of a
+    few hundredths of a star is not drawn as if it were a trend."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return RATING_MIN, RATING_MAX
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo < 1.0:
+        mid = (lo + hi) / 2
+        lo, hi = mid - 0.5, mid + 0.5
+    if lo < RATING_MIN <= values.min():  # stay on the star scale when the data is on it
+        lo, hi = RATING_MIN, hi + (RATING_MIN - lo)
+    if hi > RATING_MAX >= values.max():
+        lo, hi = lo - (hi - RATING_MAX), RATING_MAX
+    return lo, hi
 
 
 def training_curve(history: Mapping[str, Sequence[float]], best_epoch: int | None = None) -> Figure:
@@ -134,12 +157,12 @@ def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, *, name: str = "
     y_pred = np.asarray(y_pred, dtype=float)
     fig, ax = plt.subplots(figsize=(6, 4))
     frame = pd.DataFrame({"actual": y_true.round().astype(int), "predicted": y_pred})
-    sns.violinplot(data=frame, x="actual", y="predicted", ax=ax, inner="quartile", cut=0, color="C0")
+    sns.violinplot(data=frame, x="actual", y="predicted", ax=ax, inner="quartile", cut=0, color=model_color(name, "C0"))
     levels = np.sort(frame["actual"].unique())
     ax.plot(range(len(levels)), levels, color="C3", ls="--", lw=1, label="perfect prediction")
     means = frame.groupby("actual")["predicted"].mean().reindex(levels)
     ax.plot(range(len(levels)), means.to_numpy(), color="k", marker="D", lw=1, label="mean predicted")
-    ax.set(xlabel="actual rating", ylabel="predicted rating", title=f"Predicted vs actual ({name})")
+    ax.set(xlabel="actual rating", ylabel="predicted rating", title=f"Predicted vs actual: {model_label(name)}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
@@ -158,7 +181,7 @@ def calibration(y_true: np.ndarray, predictions: Mapping[str, np.ndarray]) -> Fi
     for name, pred in predictions.items():
         pred = np.asarray(pred, dtype=float)
         means = [pred[np.round(y_true) == lv].mean() for lv in levels]
-        ax.plot(levels, means, marker="o", label=name)
+        ax.plot(levels, means, marker="o", label=model_label(name), color=model_color(name))
     ax.set(xlabel="actual rating", ylabel="mean predicted rating", title="Calibration", xticks=levels)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -166,16 +189,26 @@ def calibration(y_true: np.ndarray, predictions: Mapping[str, np.ndarray]) -> Fi
 
 
 def error_distribution(y_true: np.ndarray, predictions: Mapping[str, np.ndarray]) -> Figure:
-    """Histogram of prediction errors (predicted − actual) for each model."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    """Share of test ratings by prediction error (predicted − actual), one panel per model.
+
+    One panel each, with its own vertical scale: a constant predictor (the global mean) puts
+    all its errors on five spikes that would dwarf every other model's curve in one panel.
+    """
     y_true = np.asarray(y_true, dtype=float)
+    names = list(predictions)
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.25 * len(names) + 0.9), sharex=True, squeeze=False)
     bins = np.linspace(-4, 4, 81)
-    for name, pred in predictions.items():
-        err = np.asarray(pred, dtype=float) - y_true
-        ax.hist(err, bins=bins, histtype="step", lw=1.5, label=f"{name} (RMSE {np.sqrt(np.mean(err**2)):.3f})")
-    ax.axvline(0, color="grey", lw=1)
-    ax.set(xlabel="predicted − actual (stars)", ylabel="test ratings", title="Error distribution")
-    ax.legend(fontsize=8)
+    for ax, name in zip(axes[:, 0], names):
+        err = np.asarray(predictions[name], dtype=float) - y_true
+        weights = np.full(len(err), 1 / max(len(err), 1))
+        ax.hist(err, bins=bins, weights=weights, color=model_color(name), alpha=0.85)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_ylabel("share", fontsize=8)
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+        ax.set_title(f"{model_label(name)}: RMSE {np.sqrt(np.mean(err ** 2)):.3f}, mean error {err.mean():+.3f}",
+                     fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("predicted − actual (stars)")
+    fig.suptitle("Error distribution", y=1.0)
     fig.tight_layout()
     return fig
 
@@ -183,13 +216,15 @@ def error_distribution(y_true: np.ndarray, predictions: Mapping[str, np.ndarray]
 def model_comparison(table: pd.DataFrame, metrics: Sequence[str] = ("rmse", "mae")) -> Figure:
     """Bar chart of metrics per model; ``table`` has a ``model`` column and one per metric."""
     metrics = [m for m in metrics if m in table.columns]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        sub = table[["model", m]].dropna()
-        ax.barh(sub["model"], sub[m], color=sns.color_palette("deep", len(sub)))
+        lower = m in ("rmse", "mae")
+        sub = table[["model", m]].dropna().sort_values(m, ascending=lower)
+        keys = sub["model"].astype(str).tolist()
+        ax.barh([model_label(k) for k in keys], sub[m].to_numpy(), color=[model_color(k) for k in keys])
         for y, v in enumerate(sub[m].to_numpy()):
             ax.annotate(f"{v:.3f}", (v, y), va="center", ha="left", fontsize=8)
-        ax.set(xlabel=m.upper() if len(m) <= 4 else m, title=f"{m} (lower is better)" if m in ("rmse", "mae") else m)
+        ax.set(xlabel=metric_label(m), title=metric_label(m) + (" (lower is better)" if lower else " (higher is better)"))
         ax.invert_yaxis()
     fig.tight_layout()
     return fig
@@ -198,8 +233,11 @@ def model_comparison(table: pd.DataFrame, metrics: Sequence[str] = ("rmse", "mae
 def error_by_bucket(table: pd.DataFrame, *, metric: str = "rmse") -> Figure:
     """Error per user-activity bucket for each model; ``table`` has model, bucket, n, metric."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    sns.barplot(data=table, x="bucket", y=metric, hue="model", ax=ax)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    keys = list(dict.fromkeys(table["model"].astype(str)))
+    shown = table.assign(model=table["model"].astype(str).map(model_label))
+    sns.barplot(data=shown, x="bucket", y=metric, hue="model", ax=ax, hue_order=[model_label(k) for k in keys],
+                palette=[model_color(k) for k in keys], saturation=1)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False, title=None)
     counts = table.drop_duplicates("bucket").set_index("bucket")["n"]
     ax.set_xticks(range(len(counts)), [f"{b}\n(n={n})" for b, n in counts.items()])
     ax.set(xlabel="user's training ratings", ylabel=f"{metric.upper()} (stars)", title="Error by user activity")
@@ -226,6 +264,8 @@ def embedding_map(df: pd.DataFrame, *, color_by: str | None = None, title: str |
     color_by = color_by or df.attrs.get("color_by", "popularity")
     if color_by not in df.columns:
         raise ParameterError(f"color_by={color_by!r}: expected a column of the map, one of {list(df.columns)}")
+    if isinstance(df[color_by].dtype, pd.CategoricalDtype):
+        return _categorical_map(df, color_by, title)
     values = df[color_by].to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     if color_by == "popularity" and finite.size and finite.min() > 0:
@@ -243,5 +283,35 @@ def embedding_map(df: pd.DataFrame, *, color_by: str | None = None, title: str |
     kind = df.attrs.get("kind", "")
     ax.set(xlabel=axis[0], ylabel=axis[1],
            title=title or f"{kind.capitalize() + ' e' if kind else 'E'}mbeddings (PCA), {len(df):,} points")
+    fig.tight_layout()
+    return fig
+
+
+def _pca_axes(df: pd.DataFrame) -> list[str]:
+    explained = df.attrs.get("explained_variance")
+    return [f"PC{i + 1}" + (f" ({explained[i]:.0%} of variance)" if explained and i < len(explained) else "")
+            for i in range(2)]
+
+
+def _categorical_map(df: pd.DataFrame, color_by: str, title: str | None) -> Figure:
+    """The embedding map with one colour per category (a planted group, say); rows without
+    one (NaN) in light grey underneath."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    cats = list(df[color_by].cat.categories)
+    palette = sns.color_palette("tab20" if len(cats) > 10 else "tab10", max(len(cats), 1))
+    missing = df[color_by].isna().to_numpy()
+    if missing.any():
+        ax.scatter(df["x"].to_numpy()[missing], df["y"].to_numpy()[missing], s=5, color="#d0d0d0", linewidths=0,
+                   label="none")
+    for colour, cat in zip(palette, cats):
+        rows = (df[color_by] == cat).fillna(False).to_numpy()
+        ax.scatter(df["x"].to_numpy()[rows], df["y"].to_numpy()[rows], s=7, color=colour, alpha=0.8, linewidths=0,
+                   label=str(cat))
+    ax.legend(title=color_by, fontsize=7, title_fontsize=8, markerscale=2, frameon=False, loc="upper left",
+              bbox_to_anchor=(1.01, 1), ncols=1 if len(cats) <= 16 else 2)
+    axis = _pca_axes(df)
+    kind = df.attrs.get("kind", "")
+    ax.set(xlabel=axis[0], ylabel=axis[1],
+           title=title or f"{kind.capitalize() + ' e' if kind else 'E'}mbeddings (PCA) by {color_by}, {len(df):,} points")
     fig.tight_layout()
     return fig

@@ -21,6 +21,7 @@ LAYERS = {
     "errors": 0,
     "io": 1,
     "plots": 1,
+    "tables": 1,
     "data": 2,
     "models": 3,
     "retrieval": 4,

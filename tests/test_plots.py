@@ -9,9 +9,11 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from recsys_utils import plots
+from recsys_utils.constants import model_color, model_label
 from recsys_utils.data import synthetic  # noqa: E402
 
 
@@ -55,14 +57,47 @@ def test_model_plots_render():
     y = rng.integers(1, 6, 500).astype(float)
     pred = np.clip(y + rng.normal(0, 0.5, 500), 1, 5)
     assert isinstance(plots.predicted_vs_actual(y, pred), Figure)
-    fig = plots.error_distribution(y, {"model": pred})
+    constant = np.full(500, 3.0)
+    fig = plots.error_distribution(y, {"mf_bias": pred, "global_mean": constant})
     rmse = np.sqrt(np.mean((pred - y) ** 2))
-    assert f"{rmse:.3f}" in fig.axes[0].get_legend().get_texts()[0].get_text()
-    table = pd.DataFrame({"model": ["a", "b"], "rmse": [0.9, 1.1], "mae": [0.7, 0.8]})
+    # one panel per model, each with its own scale, titled with its RMSE under its readable name
+    assert len(fig.axes) == 2
+    assert fig.axes[0].get_title(loc="left").startswith(model_label("mf_bias")) and f"{rmse:.3f}" in fig.axes[0].get_title(loc="left")
+    assert np.isclose(sum(p.get_height() for p in fig.axes[1].patches), 1.0)  # shares, not counts
+    table = pd.DataFrame({"model": ["bias", "mf_bias"], "rmse": [1.1, 0.9], "mae": [0.8, 0.7]})
     fig = plots.model_comparison(table)
+    # best first, each model in its own colour
     assert [p.get_width() for p in fig.axes[0].patches] == [0.9, 1.1]
+    assert [to_hex(p.get_facecolor()) for p in fig.axes[0].patches] == [model_color("mf_bias"), model_color("bias")]
     buckets = pd.DataFrame({"model": ["a", "a"], "bucket": ["1–2", "3–5"], "n": [10, 20], "rmse": [1.0, 0.8]})
     assert isinstance(plots.error_by_bucket(buckets), Figure)
+
+
+def test_a_model_has_the_same_colour_in_every_plot():
+    y = np.array([1, 1, 3, 5, 5, 5], dtype=float)
+    preds = {"global_mean": np.full(6, 3.0), "mf_bias": y + 0.1}
+    line_colours = {line.get_label(): to_hex(line.get_color()) for line in plots.calibration(y, preds).axes[0].lines}
+    assert line_colours[model_label("mf_bias")] == model_color("mf_bias")
+    assert line_colours[model_label("global_mean")] == model_color("global_mean")
+    buckets = pd.DataFrame({"model": ["mf_bias", "bias"], "bucket": ["1–2", "1–2"], "n": [10, 10], "rmse": [0.8, 1.0]})
+    bars = plots.error_by_bucket(buckets).axes[0].patches
+    assert {to_hex(b.get_facecolor()) for b in bars if b.get_height() > 0} == {model_color("mf_bias"), model_color("bias")}
+
+
+def test_the_mean_rating_axis_spans_at_least_one_star():
+    t = pd.date_range("2012-01-01", periods=24, freq="MS", tz="UTC")
+    df = pd.DataFrame({"timestamp": np.repeat(t, 10), "rating": np.tile([4.0, 4.4], 120)})
+    low, high = plots.ratings_over_time(df).axes[1].get_ylim()
+    assert high - low >= 1.0 and low <= 4.2 <= high
+
+
+def test_an_embedding_map_coloured_by_a_category_has_one_colour_per_group():
+    df = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.0, 1.0],
+                       "planted group": pd.Categorical([0, 1, 1, None])})
+    ax = plots.embedding_map(df, color_by="planted group").axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["none", "0", "1"]
+    assert [len(c.get_offsets()) for c in ax.collections] == [1, 1, 2]
 
 
 def test_calibration_plots_the_mean_prediction_per_star():

@@ -8,6 +8,9 @@ them on first use.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +29,81 @@ from recsys_utils.constants import (
 )
 from recsys_utils.data.encoding import Encoders
 from recsys_utils.errors import RecsysError, RunError
-from recsys_utils.io import project_root, read_json, read_parquet
+from recsys_utils.io import project_root, read_json, read_parquet, write_json
 from recsys_utils.models.factors import FactorModel, seen_matrix
 from recsys_utils.models.keras.model import load_model
-from recsys_utils.runs.transaction import describe_unfinished, read_manifest, run_state, staging_dir
+from recsys_utils.runs.transaction import describe_unfinished, list_runs, read_manifest, run_state, staging_dir
 
-__all__ = ["RunPaths", "FinishedRun", "load_run", "read_artifact", "WRITTEN_BY"]
+__all__ = ["RunPaths", "FinishedRun", "load_run", "read_artifact", "resolve_run_dir", "latest_run", "WRITTEN_BY",
+           "RUN_DIR_ENV"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the run a notebook opened in JupyterLab works on when its
+#: ``run_dir`` parameter is empty (``make lab RUN=reports/<run>`` sets it).
+RUN_DIR_ENV = "RECSYS_RUN_DIR"
+#: The file in ``reports/lab/`` that names the finished run it was copied from.
+FORKED_FROM = "forked_from.json"
+
+
+def latest_run(reports_dir: str | Path | None = None) -> Path:
+    """The newest run under ``reports_dir`` (default ``reports/``) that finished without error."""
+    reports_dir = Path(reports_dir) if reports_dir else project_root() / "reports"
+    done = [r for r in list_runs(reports_dir) if r["state"] == "ok" and r["started"]]
+    if not done:
+        raise RunError(f"run_dir='latest': no finished run under {reports_dir}; run `make report` "
+                       "(or `python -m recsys_utils run`) first, or leave run_dir empty to work in reports/lab")
+    return Path(max(done, key=lambda r: (r["started"], r["name"]))["folder"]).resolve()
+
+
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    """The folder a ``run_dir`` parameter names.
+
+    ``""``: ``$RECSYS_RUN_DIR`` when set (``make lab RUN=...``), else ``reports/lab``;
+    ``"latest"``: the newest finished run under ``reports/``; a relative path is taken from
+    the current folder, or from the project root when only there it exists (JupyterLab runs
+    notebooks in ``notebooks/``, so ``reports/<run>`` works from both).
+    """
+    text = str(run_dir).strip()
+    if not text:
+        text = os.environ.get(RUN_DIR_ENV, "").strip()
+        if not text:
+            return (project_root() / "reports" / "lab").resolve()
+    if text == "latest":
+        return latest_run()
+    path = Path(text).expanduser()
+    if not path.is_absolute() and not path.exists() and (project_root() / path).exists():
+        path = project_root() / path
+    return path.resolve()
+
+
+def _fork(run_dir: Path) -> Path:
+    """A working copy of a finished run's artifacts in ``reports/lab`` (next to the run), made once.
+
+    Notebooks opened on a finished run write into the copy, so the run stays as the pipeline
+    wrote it (its manifest, metrics and reports keep agreeing). The copy is made again only
+    when it came from another run, or from an earlier run of the same name.
+    """
+    manifest = read_manifest(run_dir) or {}
+    lab = run_dir.parent / "lab"
+    origin = {"run": str(run_dir), "started": manifest.get("started")}
+    marker = lab / FORKED_FROM
+    if marker.is_file():
+        try:
+            if read_json(marker) == origin:
+                return lab
+        except RecsysError:
+            pass
+    if (lab / "manifest.json").exists():
+        raise RunError(f"{lab} holds a pipeline run (it has a manifest.json); refusing to replace it with a copy "
+                       f"of {run_dir}: rename that run, or open the finished run's HTML reports instead")
+    shutil.rmtree(lab / "artifacts", ignore_errors=True)
+    lab.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run_dir / "artifacts", lab / "artifacts")
+    write_json(marker, origin)
+    log.info("%s is a finished run: this notebook works on a copy of its artifacts in %s, so the run itself "
+             "stays as the pipeline wrote it", run_dir, lab)
+    return lab
 
 
 
@@ -51,8 +123,19 @@ class RunPaths:
 
     @classmethod
     def of(cls, run_dir: str | Path) -> "RunPaths":
-        run_dir = Path(run_dir) if str(run_dir) else project_root() / "reports" / "lab"
-        return cls(run_dir.resolve())
+        """The layout of ``run_dir`` as :func:`resolve_run_dir` reads it (no copying)."""
+        return cls(resolve_run_dir(run_dir))
+
+    @classmethod
+    def for_notebook(cls, run_dir: str | Path) -> "RunPaths":
+        """The folder a notebook reads and writes: :meth:`of`, except that a finished run is
+        not written to: its artifacts are copied to ``reports/lab`` once, and the copy is used
+        (the pipeline's own runs are still running while their notebooks execute)."""
+        paths = cls.of(run_dir)
+        manifest = read_manifest(paths.run_dir) if paths.run_dir.is_dir() else None
+        if manifest is not None and run_state(manifest) == "ok":
+            return cls(_fork(paths.run_dir))
+        return paths
 
     # -- run level
     @property
@@ -129,10 +212,16 @@ class RunPaths:
         return self.run_dir / f"{stem}.html"
 
     def require(self, *paths: Path) -> None:
-        """Raise :class:`RunError` naming the first missing artifact."""
+        """Raise :class:`RunError` naming the first missing artifact, the notebook that writes
+        it, and the two ways out (run that notebook, or point at a finished run)."""
         for p in paths:
             if not p.exists():
-                raise RunError(f"{p} is missing: run the notebooks before this one (run dir {self.run_dir})")
+                writer = WRITTEN_BY.get(p.name, "an earlier notebook")
+                raise RunError(
+                    f"{p.name} is missing in {self.run_dir}: it is written by {writer}. Either run {writer} "
+                    "(and the notebooks before it) on this folder first, or point this notebook at a finished "
+                    "run: run_dir = \"latest\" (or \"reports/<run>\") in its parameters cell, or start "
+                    "JupyterLab with `make lab RUN=latest`")
 
 
 #: The notebook that writes each artifact, for messages about a missing or damaged one.
@@ -177,7 +266,7 @@ class FinishedRun:
     """
 
     def __init__(self, run_dir: str | Path, *, allow_unfinished: bool = False) -> None:
-        self.paths = RunPaths.of(run_dir)
+        self.paths = RunPaths.of(run_dir)  # "latest" and $RECSYS_RUN_DIR are understood
         run_dir = self.paths.run_dir
         if not run_dir.is_dir():
             staged = staging_dir(run_dir.parent, run_dir.name)
@@ -208,6 +297,11 @@ class FinishedRun:
     @property
     def params(self) -> dict:
         return self._get("params", lambda: read_artifact(self.paths.params, read_json))
+
+    @property
+    def cleaning(self) -> dict:
+        """What 01_eda read and removed (``cleaning.json``): ``source``, the star scale, the steps."""
+        return self._get("cleaning", lambda: read_artifact(self.paths.cleaning, read_json))
 
     @property
     def encoders(self) -> Encoders:

@@ -1,0 +1,147 @@
+"""The notebooks as JupyterLab runs them: no papermill, no injected parameters, the project kernel.
+
+Lab executes a notebook's cells with the values typed in its parameters cell, in the
+kernel its metadata names, in ``notebooks/`` as the working folder. These tests do the
+same through nbclient: the five notebooks in order on a fresh folder (what ``make lab``
+gives a new user), and the last one against a finished pipeline run (``make lab
+RUN=...``), which must not change that run. ``RECSYS_RUN_DIR`` stands in for the
+folder ``make lab`` would name, so nothing here writes into the project's ``reports/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from nbclient import NotebookClient
+
+from recsys_utils.config import NOTEBOOK_STEMS, resolve_config
+from recsys_utils.data import sample, synthetic
+from recsys_utils.errors import RunError
+from recsys_utils.io import read_json
+from recsys_utils.runs.layout import FORKED_FROM, RUN_DIR_ENV, RunPaths, latest_run, resolve_run_dir
+from recsys_utils.runs.pipeline import notebooks_dir, run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+MAKEFILE = (REPO / "Makefile").read_text()
+
+
+def _kernel_name() -> str:
+    names = {nbformat.read(notebooks_dir() / f"{stem}.ipynb", as_version=4).metadata["kernelspec"]["name"]
+             for stem in NOTEBOOK_STEMS}
+    assert len(names) == 1, f"the notebooks name different kernels: {names}"
+    return names.pop()
+
+
+def _execute(stem: str, timeout: int = 900) -> nbformat.NotebookNode:
+    """Run one notebook top to bottom as Lab would (its own parameters, its own kernel)."""
+    nb = nbformat.read(notebooks_dir() / f"{stem}.ipynb", as_version=4)
+    client = NotebookClient(nb, kernel_name=nb.metadata["kernelspec"]["name"], timeout=timeout,
+                            resources={"metadata": {"path": str(notebooks_dir())}})
+    client.execute()
+    return nb
+
+
+def _outputs_text(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.extend(str(out.get("data", {}).get(kind, "")) for kind in ("text/plain", "text/markdown"))
+    return "\n".join(parts)
+
+
+def test_the_notebooks_use_the_kernel_make_registers_and_it_runs_the_project_interpreter():
+    name = _kernel_name()
+    assert f"--name {name} " in MAKEFILE, "make install/lab must register the kernel the notebooks name"
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        pytest.fail(f"kernel {name!r} is not registered in this environment: run `make install`")
+    # the registered kernel starts this environment's Python, not whatever `python3` is on PATH
+    assert Path(spec.argv[0]).resolve().parent == Path(sys.executable).resolve().parent
+
+
+@pytest.fixture
+def lab_folder(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "reports" / "lab"
+    monkeypatch.setenv(RUN_DIR_ENV, str(folder))
+    return folder
+
+
+def test_a_missing_predecessor_names_the_notebook_and_both_ways_out(lab_folder):
+    paths = RunPaths.for_notebook("")
+    assert paths.run_dir == lab_folder.resolve()
+    with pytest.raises(RunError) as err:
+        paths.require(paths.encoders)
+    text = str(err.value)
+    assert "encoders.json" in text and "02_encoding" in text
+    assert 'run_dir = "latest"' in text and "make lab RUN=latest" in text
+
+
+def test_run_dir_latest_is_the_newest_finished_run(tmp_path, monkeypatch):
+    reports = tmp_path / "reports"
+    for name, started, status in [("a", "2026-01-01T00:00:00", "ok"), ("b", "2026-03-01T00:00:00", "ok"),
+                                  ("c", "2026-05-01T00:00:00", "failed")]:
+        (reports / name).mkdir(parents=True)
+        (reports / name / "manifest.json").write_text(json.dumps({"status": status, "started": started}))
+    assert latest_run(reports) == (reports / "b").resolve()
+    with pytest.raises(RunError, match="no finished run"):
+        latest_run(tmp_path / "empty")
+    # a relative path is found from the project root when the notebook runs in notebooks/
+    monkeypatch.chdir(notebooks_dir())
+    assert resolve_run_dir("reports") == (REPO / "reports").resolve()
+
+
+def test_a_finished_run_is_copied_once_and_never_written_to(tmp_path):
+    run = tmp_path / "reports" / "r1"
+    (run / "artifacts").mkdir(parents=True)
+    (run / "artifacts" / "cleaning.json").write_text('{"source": "x"}')
+    (run / "manifest.json").write_text(json.dumps({"status": "ok", "started": "2026-01-01T00:00:00"}))
+    paths = RunPaths.for_notebook(run)
+    lab = tmp_path / "reports" / "lab"
+    assert paths.run_dir == lab.resolve()
+    assert read_json(lab / FORKED_FROM)["run"] == str(run.resolve())
+    (lab / "artifacts" / "cleaning.json").write_text('{"source": "changed in lab"}')
+    # the next notebook on the same run keeps the work done in the copy
+    assert RunPaths.for_notebook(run).cleaning.read_text() == '{"source": "changed in lab"}'
+    assert (run / "artifacts" / "cleaning.json").read_text() == '{"source": "x"}'
+    # a run that is still being built (the pipeline's own notebooks) is written in place
+    (run / "manifest.json").write_text(json.dumps({"status": "running", "started": "2026-01-01T00:00:00"}))
+    assert RunPaths.for_notebook(run).run_dir == run.resolve()
+
+
+@pytest.mark.slow
+def test_the_five_notebooks_run_top_to_bottom_on_a_fresh_folder(lab_folder):
+    sample.ensure_sample()
+    for stem in NOTEBOOK_STEMS:
+        _execute(stem)
+    paths = RunPaths.of(lab_folder)
+    for artifact in (paths.cleaning, paths.encoders, paths.factors, paths.recommender, paths.metrics,
+                     paths.recommendations):
+        assert artifact.is_file(), artifact
+    assert read_json(paths.cleaning)["source"] == str(sample.ensure_sample())
+
+
+@pytest.mark.slow
+def test_05_runs_against_a_finished_run_without_changing_it(tmp_path, monkeypatch):
+    data = synthetic.generate_ratings(n_users=400, n_products=150, n_ratings=4000, n_groups=5, seed=3)
+    ratings = sample.write_sample(tmp_path / "data" / "ratings.csv", data)
+    small = {"epochs": "2", "embedding_dim": "8", "rank_epochs": "2", "rank_embedding_dim": "8", "top_n": "5"}
+    reports = tmp_path / "reports"
+    result = run_pipeline(resolve_config(small, data=ratings), run_name="done", reports_dir=reports, progress=False)
+    assert result.ok
+    before = {p.name: p.read_bytes() for p in (result.run_dir / "artifacts").iterdir()}
+    monkeypatch.setenv(RUN_DIR_ENV, str(result.run_dir))
+    nb = _execute("05_recommendation")
+    # the generated data's planted groups are found from cleaning.json (no params.json needed)
+    assert "No planted groups" not in _outputs_text(nb)
+    after = {p.name: p.read_bytes() for p in (result.run_dir / "artifacts").iterdir()}
+    assert after == before, "a notebook opened on a finished run changed it"
+    lab = reports / "lab"
+    assert (lab / "artifacts" / "recommendations.parquet").is_file()
+    assert read_json(lab / FORKED_FROM)["run"] == str(result.run_dir.resolve())
