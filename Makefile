@@ -43,7 +43,7 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name recsys-utils --display-name "recsys_utils (.venv)" >/dev/null
 	$(PY) -m recsys_utils generate
-	cd notebooks && $(if $(RUN),RECSYS_RUN_DIR=$(if $(filter latest,$(RUN)),latest,$(abspath $(RUN))) )../$(PY) -m jupyter lab $(LAB_ARGS)
+	cd notebooks && $(if $(RUN),RECSYS_RUN_DIR=$(if $(filter latest,$(RUN)),latest,$(abspath $(RUN))) )$(abspath $(PY)) -m jupyter lab $(LAB_ARGS)
 
 sample: $(STAMP)
 	$(PY) -m recsys_utils generate --force

@@ -10,12 +10,20 @@ folder ``make lab`` would name, so nothing here writes into the project's ``repo
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 
@@ -145,3 +153,53 @@ def test_05_runs_against_a_finished_run_without_changing_it(tmp_path, monkeypatc
     lab = reports / "lab"
     assert (lab / "artifacts" / "recommendations.parquet").is_file()
     assert read_json(lab / FORKED_FROM)["run"] == str(result.run_dir.resolve())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_make_lab_starts_kernels_in_notebooks_with_the_run_it_was_given(tmp_path):
+    """`make lab RUN=...` as a user types it: the server's kernels run the project's Python in
+    notebooks/, with RECSYS_RUN_DIR naming the run, so `run_dir = ""` opens that run."""
+    port, token = _free_port(), "t" + os.urandom(8).hex()
+    run = tmp_path / "reports" / "somerun"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    args = f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} --IdentityProvider.token={token}"
+    server = subprocess.Popen(["make", "-s", "lab", f"RUN={run}", f"LAB_ARGS={args} --allow-root"], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # make, the server and its kernels: one group to stop
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{base}/api/status", headers=headers), timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                time.sleep(0.5)
+        body = json.dumps({"path": "05_recommendation.ipynb", "type": "notebook",
+                           "kernel": {"name": _kernel_name()}}).encode()
+        request = urllib.request.Request(f"{base}/api/sessions", data=body, method="POST",
+                                         headers={**headers, "Content-Type": "application/json"})
+        kernel_id = json.load(urllib.request.urlopen(request, timeout=60))["kernel"]["id"]
+        client = BlockingKernelClient(connection_file=str(tmp_path / "runtime" / f"kernel-{kernel_id}.json"))
+        client.load_connection_file()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        code = ("import os, sys; from recsys_utils.runs.layout import RunPaths; "
+                "print(repr((os.getcwd(), sys.executable, str(RunPaths.of('').run_dir))))")
+        seen: list[str] = []
+        reply = client.execute_interactive(code, timeout=60, output_hook=lambda m: seen.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok", reply["content"]
+        cwd, executable, run_dir = ast.literal_eval("".join(seen).strip())
+        assert Path(cwd) == notebooks_dir()
+        assert Path(executable).resolve().parent == Path(sys.executable).resolve().parent
+        assert Path(run_dir) == run.resolve()
+        client.stop_channels()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
