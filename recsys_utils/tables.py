@@ -16,7 +16,7 @@ from pandas.io.formats.style import Styler
 
 from recsys_utils.constants import metric_label, model_label
 
-__all__ = ["DECIMALS", "LOWER_IS_BETTER", "decimals_for", "metrics_table", "show"]
+__all__ = ["DECIMALS", "LOWER_IS_BETTER", "decimals_for", "metrics_table", "show", "summary"]
 
 #: Decimals shown per metric (the part before any ``@k``); counts get thousands separators.
 DECIMALS = {
@@ -40,14 +40,14 @@ def decimals_for(column: str, default: int = 3) -> int:
     return DECIMALS.get(column.partition("@")[0], default)
 
 
-def _formatter(series: pd.Series, decimals: int):
+def _formatter(series: pd.Series, decimals: int, *, whole_as_int: bool = False):
     if pd.api.types.is_bool_dtype(series):
         return lambda v: "yes" if v else "no"
     if pd.api.types.is_integer_dtype(series):
         return "{:,}"
     if pd.api.types.is_float_dtype(series):
         values = series.dropna().to_numpy()
-        if values.size and np.all(values == np.round(values)) and np.abs(values).max() >= 1000:
+        if values.size and np.all(values == np.round(values)) and (whole_as_int or np.abs(values).max() >= 1000):
             return "{:,.0f}"
         return "{:,.%df}" % decimals
     if pd.api.types.is_datetime64_any_dtype(series):
@@ -67,7 +67,7 @@ def show(df: pd.DataFrame, *, decimals: int | Mapping[str, int] = 3, index: bool
     styler = df.style
     for col in df.columns:
         d = decimals.get(str(col), 3) if isinstance(decimals, Mapping) else decimals
-        fmt = _formatter(df[col], d)
+        fmt = _formatter(df[col], d, whole_as_int=True)  # whole stars as 5, not 5.000
         if fmt is not None:
             styler = styler.format(fmt, subset=[col], na_rep="–")
     if not index:
@@ -124,3 +124,34 @@ def metrics_table(df: pd.DataFrame, *, model_col: str = "model", mark_best: bool
         styler = styler.set_caption(caption + (" Best value of each metric marked." if mark_best else ""))
         styles.append({"selector": "caption", "props": "caption-side: top; text-align: left; color: #444"})
     return styler.set_table_styles(styles, overwrite=False)
+
+
+def _value_text(v: object) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        if not np.isfinite(v):
+            return "–"
+        if float(v).is_integer() and abs(v) >= 1:
+            return f"{v:,.0f}"
+        return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.3g}"
+    return "–" if v is None else str(v)
+
+
+def summary(columns: Mapping[str, Mapping[str, object]], *, caption: str | None = None) -> Styler:
+    """Facts side by side (``{"as read": {...}, "cleaned": {...}}``), one row per key.
+
+    Keys are shown with spaces for underscores; integers with thousands separators, floats
+    with two decimals (or three significant digits below 1, so a density of 0.000833 keeps
+    its digits), missing entries as a dash.
+    """
+    keys = list(dict.fromkeys(k for col in columns.values() for k in col))
+    frame = pd.DataFrame({name: [_value_text(col.get(k)) if k in col else "–" for k in keys]
+                          for name, col in columns.items()}, index=[str(k).replace("_", " ") for k in keys])
+    styler = frame.style.set_table_styles(
+        [{"selector": "td", "props": "text-align: right; font-variant-numeric: tabular-nums; padding: 0.25em 0.6em"},
+         {"selector": "th.row_heading", "props": "text-align: left; font-weight: normal; padding: 0.25em 0.6em"},
+         {"selector": "caption", "props": "caption-side: top; text-align: left; color: #444"}], overwrite=False)
+    return styler.set_caption(caption) if caption else styler

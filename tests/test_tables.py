@@ -7,12 +7,12 @@ import re
 import pandas as pd
 
 from recsys_utils.constants import metric_label, model_label
-from recsys_utils.tables import metrics_table, show
+from recsys_utils.tables import metrics_table, show, summary
 
 
 def _cells(html: str) -> list[list[str]]:
     rows = re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)
-    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, flags=re.S)]
+    return [[re.sub(r"<[^>]+>", "", c).replace("&nbsp;", "").strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, flags=re.S)]
             for r in rows]
 
 
@@ -53,3 +53,12 @@ def test_show_hides_the_index_and_formats_dates_and_counts():
     assert cells[1] == ["1", "B001", "1,234", "2011-10-21", "0.12"]
     timed = df.assign(timestamp=pd.to_datetime(["2011-10-21 13:45", "2013-03-22 00:00"], utc=True))
     assert _cells(show(timed).to_html())[1][3] == "2011-10-21 13:45"
+
+
+def test_summary_puts_facts_side_by_side_with_readable_numbers():
+    cells = _cells(summary({"as read": {"ratings": 200000, "density": 0.000833333, "mean_rating": 4.1834,
+                                        "first": "2010-01-01"},
+                            "cleaned": {"ratings": 179790, "density": 0.0012}}).to_html())
+    assert cells[0] == ["", "as read", "cleaned"]
+    assert cells[1:] == [["ratings", "200,000", "179,790"], ["density", "0.000833", "0.0012"],
+                         ["mean rating", "4.18", "–"], ["first", "2010-01-01", "–"]]
