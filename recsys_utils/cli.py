@@ -24,7 +24,7 @@ from recsys_utils.config import RunConfig, resolve_config
 from recsys_utils.data.fetch import fetch_dataset
 from recsys_utils.data.sample import default_data_path, write_sample
 from recsys_utils.data.synthetic import generate_ratings
-from recsys_utils.errors import RecsysError, UnknownIDError, positive_int
+from recsys_utils.errors import RecsysError, UnknownIDError, cli_hints, positive_int
 from recsys_utils.io import project_root
 from recsys_utils.retrieval.serve import popular_products, recommend_for_user
 from recsys_utils.runs.layout import load_run
@@ -240,8 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's "alternative text" notices
     handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "recommend": _cmd_recommend, "runs": _cmd_runs, "params": _cmd_params,
                 "generate": _cmd_generate, "fetch": _cmd_fetch}
-    try:
-        return handlers[args.command](args)
-    except RecsysError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with cli_hints():  # messages (also from the notebook kernels this starts) say `-p invalid drop`
+        try:
+            return handlers[args.command](args)
+        except RecsysError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
