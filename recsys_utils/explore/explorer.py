@@ -33,8 +33,8 @@ Example usage
 >>> from recsys_utils.runs.layout import load_run                    # doctest: +SKIP
 >>> run = load_run("reports/<run>")                                   # doctest: +SKIP
 >>> ex = Explorer.of(run, run.recommender_model)   # parts of the model that orders the lists  # doctest: +SKIP
->>> ex.similar_products("B0JOHC5RA1", n=5)                           # doctest: +SKIP
->>> print(ex.explain("A7BWERMRWA5GP1", "B0JOHC5RA1").text)            # doctest: +SKIP
+>>> ex.similar_products("B00RGN2TFR", n=5)                           # doctest: +SKIP
+>>> print(ex.explain("AGS80VPNZH081T", "B00RGN2TFR").text)            # doctest: +SKIP
 >>> plots.embedding_map(ex.embedding_map("product"))                 # doctest: +SKIP
 """
 
