@@ -25,6 +25,7 @@ from recsys_utils.data.fetch import fetch_dataset
 from recsys_utils.data.sample import default_data_path, write_sample
 from recsys_utils.data.synthetic import generate_ratings
 from recsys_utils.errors import RecsysError, UnknownIDError, cli_hints, positive_int
+from recsys_utils.explore.explorer import Explorer
 from recsys_utils.io import project_root
 from recsys_utils.retrieval.serve import popular_products, recommend_for_user
 from recsys_utils.runs.layout import load_run
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--run", required=True, help="run directory, e.g. reports/<run_name>")
     rec.add_argument("--user", required=True, action="append", help="user ID (repeatable)")
     rec.add_argument("--top-n", type=int, default=10)
+    rec.add_argument("--why", action="store_true",
+                     help="add why each product is there: the part of the recommender's score furthest above its "
+                          "average (rated highly overall / matches your taste)")
     rec.add_argument("--allow-failed", action="store_true",
                      help="read a failed or interrupted run's artifacts from the notebooks that finished")
     rec.add_argument(
@@ -152,12 +156,16 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     check_run_name(Path(args.run).resolve().name, "run folder name")
     positive_int("--top-n", args.top_n)
     run = load_run(args.run, allow_unfinished=args.allow_failed)
+    explorer = Explorer.of(run, run.recommender_model) if args.why else None
     status = 0
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         for user in args.user:
             try:
                 table = recommend_for_user(run.recommender_model, run.encoders, run.seen, user, args.top_n,
                                            rating_model=run.factor_model)
+                if explorer is not None:
+                    why = explorer.explanations_table(user, table["product_id"].tolist(), n=1)
+                    table["why"] = why["reason"].to_numpy()
                 print(f"Top {args.top_n} for {user} (ordered by {run.recommender_model.name}, "
                       f"stars by {run.factor_model.name}):")
                 print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -30,6 +30,7 @@ from recsys_utils.cli import _params, build_parser, main
 from recsys_utils.config import parse_grid, resolve_config
 from recsys_utils.data.fetch import source_url
 from recsys_utils.errors import UnknownIDError
+from recsys_utils.explore.explorer import Explorer
 from recsys_utils.io import project_root
 from recsys_utils.retrieval.serve import recommend_for_user
 from recsys_utils.runs.layout import load_run
@@ -136,6 +137,12 @@ def test_readme_recommend_examples_run_on_the_default_run(default_run, capsys):
             assert user == first_user, "the README's user should be the default run's first sample user"
             n = int(args[args.index("--top-n") + 1])
             assert f"Top {n} for {user} (ordered by {run.recommender_model.name}, stars by {run.factor_model.name})" in out
+            rows = [line.split(None, 3) for line in out.splitlines()[2:] if line.strip()]
+            top = recommend_for_user(run.recommender_model, run.encoders, run.seen, user, n)
+            assert [r[1] for r in rows] == top["product_id"].tolist()
+            if "--why" in args:  # the reason column is the explorer's, for the recommender's parts
+                reasons = Explorer.of(run, run.recommender_model).explanations_table(user, top["product_id"].tolist())
+                assert [r[3].strip() for r in rows] == reasons["reason"].tolist()
 
 
 def split_numbers(text: str) -> tuple[list[str], list[float]]:
