@@ -10,7 +10,8 @@ Every line of every ``bash`` block and every ``python`` block of README.md is ac
 * **checked, not run** (they take minutes, need a network, or clone the repository): ``make``
   lines (the target exists in the Makefile and ``ARGS`` parse as ``run`` arguments with
   valid parameters), ``run``/``sweep`` commands (parsed, parameters resolved), ``fetch``
-  commands (parsed, the address is built), ``git clone``.
+  commands (parsed, the address is built), ``git clone``; commands quoted inline in the
+  prose (the make target, the subcommand or the file exists).
 
 A line in a bash block that is none of these fails the test: a new example needs a check.
 """
@@ -103,6 +104,23 @@ def test_every_shell_example_is_a_known_command_with_valid_options():
                 assert check_cli(["run", *shlex.split(value)]) == "run"
         seen["make"] += 1
     assert seen["make"] >= 4 and seen["cli"] >= 8 and seen["recommend"] == 2, seen
+
+
+def test_inline_commands_in_the_prose_exist():
+    """Commands quoted inline (`make sample`, `python -m recsys_utils runs`, …): the target, subcommand or file exists."""
+    spans = re.findall(r"`([^`\n]*(?:make |python -m recsys_utils|conda )[^`\n]*)`", README)
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    checked = 0
+    for span in spans:
+        argv = [a for a in shlex.split(span) if "=" not in a or a.startswith("-")]
+        if argv[0] == "make":
+            assert argv[1] in makefile_targets(), span
+        elif argv[0] == "conda":
+            assert argv[:3] == ["conda", "env", "create"] and (REPO / argv[argv.index("-f") + 1]).is_file(), span
+        else:
+            assert argv[:3] == ["python", "-m", "recsys_utils"] and argv[3] in subcommands, span
+        checked += 1
+    assert checked >= 8
 
 
 # --------------------------------------------------------------------------- against the default run
