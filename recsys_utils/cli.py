@@ -6,7 +6,7 @@ Examples
 
     python -m recsys_utils run                                  # the default sample, all five notebooks
     python -m recsys_utils run --data ratings_Electronics.csv -p min_user_ratings 5 -p epochs 10
-    python -m recsys_utils recommend --run reports/<run> --user A2Y3A341VDK37H --top-n 10
+    python -m recsys_utils recommend --run reports/<run> --user AGS80VPNZH081T --top-n 10
     python -m recsys_utils sweep -p embedding_dim 16,32,64 -p l2 0.001,0.005   # one comparison report
     python -m recsys_utils runs                                 # every run and its state (ok/failed/interrupted)
     python -m recsys_utils params                               # every parameter, default and meaning
@@ -24,7 +24,8 @@ from recsys_utils.config import RunConfig, resolve_config
 from recsys_utils.data.fetch import fetch_dataset
 from recsys_utils.data.sample import default_data_path, write_sample
 from recsys_utils.data.synthetic import generate_ratings
-from recsys_utils.errors import RecsysError, UnknownIDError, positive_int
+from recsys_utils.errors import RecsysError, UnknownIDError, cli_hints, positive_int
+from recsys_utils.explore.explorer import Explorer
 from recsys_utils.io import project_root
 from recsys_utils.retrieval.serve import popular_products, recommend_for_user
 from recsys_utils.runs.layout import load_run
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--run", required=True, help="run directory, e.g. reports/<run_name>")
     rec.add_argument("--user", required=True, action="append", help="user ID (repeatable)")
     rec.add_argument("--top-n", type=int, default=10)
+    rec.add_argument("--why", action="store_true",
+                     help="add why each product is there: the part of the recommender's score furthest above its "
+                          "average (rated highly overall / matches your taste)")
     rec.add_argument("--allow-failed", action="store_true",
                      help="read a failed or interrupted run's artifacts from the notebooks that finished")
     rec.add_argument(
@@ -152,12 +156,16 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     check_run_name(Path(args.run).resolve().name, "run folder name")
     positive_int("--top-n", args.top_n)
     run = load_run(args.run, allow_unfinished=args.allow_failed)
+    explorer = Explorer.of(run, run.recommender_model) if args.why else None
     status = 0
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         for user in args.user:
             try:
                 table = recommend_for_user(run.recommender_model, run.encoders, run.seen, user, args.top_n,
                                            rating_model=run.factor_model)
+                if explorer is not None:
+                    why = explorer.explanations_table(user, table["product_id"].tolist(), n=1)
+                    table["why"] = why["reason"].to_numpy()
                 print(f"Top {args.top_n} for {user} (ordered by {run.recommender_model.name}, "
                       f"stars by {run.factor_model.name}):")
                 print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -240,8 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's "alternative text" notices
     handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "recommend": _cmd_recommend, "runs": _cmd_runs, "params": _cmd_params,
                 "generate": _cmd_generate, "fetch": _cmd_fetch}
-    try:
-        return handlers[args.command](args)
-    except RecsysError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with cli_hints():  # messages (also from the notebook kernels this starts) say `-p invalid drop`
+        try:
+            return handlers[args.command](args)
+        except RecsysError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2

@@ -26,7 +26,7 @@ from recsys_utils.data.formats import INVALID_POLICIES
 from recsys_utils.data.source import not_a_regular_file
 from recsys_utils.data.split import SPLITS
 from recsys_utils.data.timestamps import EARLIEST, TimeWindow
-from recsys_utils.errors import ParameterError
+from recsys_utils.errors import ParameterError, setting
 from recsys_utils.io import read_json, write_json
 from recsys_utils.models.keras.ranking import RankingParams
 from recsys_utils.models.keras.train import ENGINES, TrainParams
@@ -131,16 +131,16 @@ class RunConfig:
 
         def need(cond: bool, name: str, expected: str) -> None:
             if not cond:
-                raise ParameterError(f"parameter {name}={getattr(self, name)!r}: expected {expected}")
+                raise ParameterError(f"parameter {setting(name, getattr(self, name))}: expected {expected}")
 
-        need(self.rating_max > self.rating_min, "rating_max", f"a value above rating_min={self.rating_min}")
+        need(self.rating_max > self.rating_min, "rating_max", f"a value above {setting('rating_min', self.rating_min)}")
         need(self.invalid in INVALID_POLICIES, "invalid", " or ".join(INVALID_POLICIES))
         try:
             lo, hi = TimeWindow(self.earliest_timestamp, self.latest_timestamp).bounds()
         except ValueError:
             lo = hi = None
         need(lo is not None, "earliest_timestamp", "dates such as 1990-01-01 for earliest_timestamp/latest_timestamp")
-        need(lo is None or lo < hi, "latest_timestamp", f"a date after earliest_timestamp={self.earliest_timestamp}")
+        need(lo is None or lo < hi, "latest_timestamp", f"a date after {setting('earliest_timestamp', self.earliest_timestamp)}")
         need(self.duplicates in DUPLICATE_POLICIES, "duplicates", f"one of {', '.join(DUPLICATE_POLICIES)}")
         need(self.min_user_ratings >= 1, "min_user_ratings", "an integer >= 1")
         need(self.min_product_ratings >= 1, "min_product_ratings", "an integer >= 1")
@@ -150,7 +150,7 @@ class RunConfig:
         need(
             self.test_fraction + self.valid_fraction < 0.9,
             "valid_fraction",
-            f"test_fraction + valid_fraction below 0.9 (test_fraction={self.test_fraction})",
+            f"test_fraction + valid_fraction below 0.9 ({setting('test_fraction', self.test_fraction)})",
         )
         need(self.seed >= 0, "seed", "a non-negative integer")
         need(self.embedding_dim >= 1, "embedding_dim", "an integer >= 1")
@@ -269,7 +269,7 @@ def _check_type(name: str, value: Any, t: type) -> None:
     if not ok:
         expected = {list: "a list of strings", float: "a finite number",
                     _Floats: "a non-empty list of finite numbers"}.get(t, f"a {t.__name__}")
-        raise ParameterError(f"parameter {name}={value!r} ({type(value).__name__}): expected {expected}")
+        raise ParameterError(f"parameter {setting(name, value)} ({type(value).__name__}): expected {expected}")
 
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -320,7 +320,7 @@ def coerce_value(name: str, value: Any, t: type) -> Any:
         list: "a comma-separated list or a JSON list",
         _Floats: "numbers, comma-separated or as a JSON list",
     }[t]
-    raise ParameterError(f"parameter {name}={value!r}: expected {expected}")
+    raise ParameterError(f"parameter {setting(name, value)}: expected {expected}")
 
 
 def resolve_config(overrides: dict[str, Any] | None = None, data: str | Path | None = None) -> RunConfig:

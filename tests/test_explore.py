@@ -69,7 +69,7 @@ def tiny_parts() -> explore.Explorer:
 
 
 def test_similar_products_hand_worked():
-    got = tiny_parts().similar_products(PIDS[0], n=10)
+    got = tiny_parts().similar_products(PIDS[0], n=10, min_ratings=1)
     assert got.columns.tolist() == ["rank", "product_id", "similarity", "n_ratings", "mean_rating"]
     # P0 itself and the never-rated P5 (cosine ≈ 1) are not candidates; 4 remain.
     assert got["product_id"].tolist() == [PIDS[1], PIDS[4], PIDS[2], PIDS[3]]
@@ -77,7 +77,7 @@ def test_similar_products_hand_worked():
     assert got["n_ratings"].tolist() == [2, 1, 1, 1]
     np.testing.assert_allclose(got["mean_rating"], [3.5, 5.0, 3.0, 1.0])
     assert got["rank"].tolist() == [1, 2, 3, 4]
-    top2 = tiny_parts().similar_products(PIDS[0], n=2)
+    top2 = tiny_parts().similar_products(PIDS[0], n=2, min_ratings=1)
     assert top2["product_id"].tolist() == [PIDS[1], PIDS[4]]
 
 
@@ -119,7 +119,7 @@ def test_explain_hand_worked():
     assert d["score"] == 2.375 == d["global_bias"] + d["user_bias"] + d["product_bias"] + d["dot_product"]
     assert d["score"] == parts.factor_model.score(np.array([0]), np.array([0]))[0]
     assert d["predicted_stars"] == pytest.approx(1 + 4 / (1 + math.exp(-2.375)), abs=1e-12)
-    assert "recommended because you rated B000000001 5★, similarity 0.71" in e.text
+    assert "you rated the similar B000000001 5★, similarity 0.71" in e.text
     assert "you rated B000000002 3★, but its similarity is only 0.00" in e.text
     assert "= +2.375 →" in e.text and f"{1 + 4 / (1 + math.exp(-2.375)):.2f}★" in e.text
 
@@ -141,8 +141,8 @@ def test_explain_leaves_out_the_product_itself_and_handles_users_without_ratings
 def test_explanations_table_rows_repeat_explain():
     parts = tiny_parts()
     table = parts.explanations_table("U0", [PIDS[0], PIDS[4]], n=1)
-    assert table.columns.tolist() == ["product_id", "predicted_stars", "global_bias", "user_bias", "product_bias",
-                                      "dot_product", "because"]
+    assert table.columns.tolist() == ["product_id", "predicted_stars", "reason", "global_bias", "user_bias",
+                                      "product_bias", "dot_product", "because"]
     assert table["product_id"].tolist() == [PIDS[0], PIDS[4]]
     assert table.loc[0, "because"] == "B000000001 5★ (0.71)"
     # P4 = (3, 4): u·p = 0.5·3 + 0.25·4 = 2.5
@@ -178,15 +178,17 @@ def _dense_cosine(x: np.ndarray) -> np.ndarray:
 def test_similar_products_match_a_brute_force_reference(random_parts):
     cos = _dense_cosine(random_parts.factor_model.product_factors)
     ids = random_parts.encoders.products.ids
-    counts = random_parts.train["product_id"].value_counts()
-    for p in (0, 17, 199):
-        got = random_parts.similar_products(ids[p], n=7)
+    counts = random_parts.train["product_id"].value_counts().reindex(ids, fill_value=0).to_numpy()
+    assert (counts >= 10).sum() > 7 and (counts < 10).sum() > 7  # the filter below keeps some and drops some
+    for p, min_ratings in [(0, 1), (17, 1), (199, 1), (0, 10), (17, 10)]:
+        got = random_parts.similar_products(ids[p], n=7, min_ratings=min_ratings)
         sims = cos[p].copy()
         sims[p] = -np.inf
+        sims[counts < min_ratings] = -np.inf
         order = np.lexsort((np.arange(len(sims)), -sims))[:7]
         assert got["product_id"].tolist() == ids[order].tolist()
         np.testing.assert_allclose(got["similarity"], sims[order], atol=1e-6)
-        assert got["n_ratings"].tolist() == counts.reindex(ids[order]).tolist()
+        assert got["n_ratings"].tolist() == counts[order].tolist()
 
 
 def test_group_agreement_matches_brute_force_in_any_block_size(random_parts):

@@ -175,7 +175,7 @@ def test_cli_rejects_unknown_and_invalid_parameters_before_running(tmp_path, cap
     err = capsys.readouterr().err
     assert "embeding_dim" in err and "embedding_dim" in err and "valid parameters" in err
     assert main(["run", "--reports-dir", str(tmp_path), "-p", "embedding_dim", "0"]) == 2
-    assert "embedding_dim=0" in capsys.readouterr().err
+    assert "-p embedding_dim 0: expected" in capsys.readouterr().err  # the CLI form of the parameter
     assert list(tmp_path.iterdir()) == [], "nothing may be written for a rejected run"
 
 

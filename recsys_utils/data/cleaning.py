@@ -18,7 +18,7 @@ from recsys_utils.constants import (
     DEFAULT_TIMESTAMP_COL,
     DEFAULT_USER_COL,
 )
-from recsys_utils.errors import ParameterError, RatingsFileError
+from recsys_utils.errors import ParameterError, RatingsFileError, setting
 
 
 __all__ = ["DUPLICATE_POLICIES", "CleaningStep", "kcore_filter", "clean_ratings", "summarize"]
@@ -60,8 +60,8 @@ def kcore_filter(
     """
     if min_user_ratings < 1 or min_product_ratings < 1:
         raise ParameterError(
-            f"k-core thresholds must be >= 1, got min_user_ratings={min_user_ratings}, "
-            f"min_product_ratings={min_product_ratings}"
+            f"k-core thresholds must be >= 1, got {setting('min_user_ratings', min_user_ratings)}, "
+            f"{setting('min_product_ratings', min_product_ratings)}"
         )
     u_codes, _ = pd.factorize(df[col_user])
     p_codes, _ = pd.factorize(df[col_product])
@@ -162,8 +162,8 @@ def clean_ratings(
     )
     if out.empty:
         raise RatingsFileError(
-            f"no ratings left after cleaning ({n_file} rows in): min_user_ratings={min_user_ratings} and "
-            f"min_product_ratings={min_product_ratings} remove everything; lower them"
+            f"no ratings left after cleaning ({n_file} rows in): {setting('min_user_ratings', min_user_ratings)} and "
+            f"{setting('min_product_ratings', min_product_ratings)} remove everything; lower them"
         )
     out.attrs.pop("read_steps", None)
     for s in steps:

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from recsys_utils.data.source import Source
-from recsys_utils.errors import ParameterError, RatingsFileError
+from recsys_utils.errors import ParameterError, RatingsFileError, setting
 
 
 __all__ = ["USER_CANDIDATES", "PRODUCT_CANDIDATES", "RATING_CANDIDATES", "TIMESTAMP_CANDIDATES", "INVALID_POLICIES", "detect_format", "sniff", "pick_column", "pick_all", "check_utf8"]
@@ -106,7 +106,7 @@ def pick_column(columns: list[str], explicit: str | None, candidates: tuple[str,
     if required:
         raise RatingsFileError(
             f"{path}: no {what} column found; the file has columns {columns}. "
-            f"Expected one of {list(candidates)}, or name it with {what.split()[0]}_col=..."
+            f"Expected one of {list(candidates)}, or name it with {setting(what.split()[0] + '_col', 'COLUMN', placeholder=True)}"
         )
     return None
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
-from recsys_utils.errors import ParameterError
+from recsys_utils.errors import ParameterError, setting
 
 __all__ = ["SPLITS", "Split", "split_ratings", "describe_split", "require_every_part"]
 
@@ -117,8 +117,8 @@ def split_ratings(
         part[t > valid_end] = 2
         if (part == 0).sum() == 0 or (part == 2).sum() == 0:
             raise ParameterError(
-                "split='temporal': the timestamps take too few distinct values to cut them at "
-                f"test_fraction={test_fraction}, valid_fraction={valid_fraction}"
+                f"{setting('split', 'temporal')}: the timestamps take too few distinct values to cut them at "
+                f"{setting('test_fraction', test_fraction)}, {setting('valid_fraction', valid_fraction)}"
             )
 
     return Split(
@@ -137,8 +137,8 @@ def _time_ns(col: pd.Series) -> np.ndarray:
 def _require_time(df: pd.DataFrame, col_time: str, method: str) -> None:
     if col_time not in df.columns:
         raise ParameterError(
-            f"split={method!r} needs a {col_time!r} column, and the ratings have none "
-            f"(columns: {list(df.columns)}); use split='random' or 'per_user'"
+            f"{setting('split', method)} needs a {col_time!r} column, and the ratings have none "
+            f"(columns: {list(df.columns)}); use {setting('split', 'random')} or {setting('split', 'per_user')}"
         )
 
 
@@ -178,15 +178,15 @@ def require_every_part(split: Split, method: str, n_ratings: int) -> Split:
         hint = ("users need at least 3 ratings to give one to validation and test"
                 if method in ("per_user", "leave_last_out") else "the fractions of a few ratings round to zero")
         raise ParameterError(
-            f"split={method!r} of {n_ratings} ratings left the {' and '.join(empty)} part(s) empty ({got}; {hint}); "
-            "expected ratings in each: use a larger ratings file, lower min_user_ratings/min_product_ratings, "
-            "raise test_fraction/valid_fraction, or choose split='random'"
+            f"{setting('split', method)} of {n_ratings} ratings left the {' and '.join(empty)} part(s) empty ({got}; "
+            f"{hint}); expected ratings in each: use a larger ratings file, lower min_user_ratings/min_product_ratings, "
+            f"raise test_fraction/valid_fraction, or choose {setting('split', 'random')}"
         )
     known = (split.valid[DEFAULT_USER_COL].isin(split.train[DEFAULT_USER_COL])
              & split.valid[DEFAULT_PRODUCT_COL].isin(split.train[DEFAULT_PRODUCT_COL]))
     if not known.any():
         raise ParameterError(
-            f"split={method!r} of {n_ratings} ratings: none of the {sizes['valid']} validation ratings has a user "
+            f"{setting('split', method)} of {n_ratings} ratings: none of the {sizes['valid']} validation ratings has a user "
             "and a product seen in training, so early stopping (03_training) has nothing to score; expected some: "
             "use a larger ratings file or raise min_user_ratings/min_product_ratings"
         )

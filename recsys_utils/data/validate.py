@@ -20,7 +20,7 @@ from recsys_utils.constants import (
 )
 from recsys_utils.data.cleaning import CleaningStep
 from recsys_utils.data.timestamps import TimeWindow, numbers_to_ns, parse_times
-from recsys_utils.errors import RatingsFileError
+from recsys_utils.errors import RatingsFileError, setting
 
 
 __all__ = ["canonicalize", "unix_to_utc"]
@@ -41,7 +41,7 @@ def canonicalize(raw: pd.DataFrame, lines: np.ndarray, cols: tuple, path: Path, 
     ucol, pcol, rcol, tcol = cols
     rating_min, rating_max = scale
     drop = invalid == "drop"
-    how_to_drop = "; pass invalid='drop' to drop such rows" if not drop else ""
+    how_to_drop = f"; pass {setting('invalid', 'drop')} to drop such rows" if not drop else ""
 
     def at(i: int, src: str) -> str:
         return f"{path}, {unit_word} {int(lines[i])}, {where} {src!r}"
@@ -183,7 +183,7 @@ def _parse_timestamps(col: pd.Series, name: str, at, drop: bool, how_to_drop: st
         raise RatingsFileError(
             f"{at(i, name)}: found {found}; expected unix seconds/milliseconds/microseconds/nanoseconds, a "
             f"YYYYMMDD integer or a date, {window.text()} ({len(problems)} such rows; pass "
-            f"timestamp_col='none' to ignore timestamps{how_to_drop})"
+            f"{setting('timestamp_col', 'none')} to ignore timestamps{how_to_drop})"
         )
     note = ""
     if bad.any():

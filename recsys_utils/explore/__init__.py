@@ -2,13 +2,15 @@
 
 - :mod:`~recsys_utils.explore.explorer`: :class:`Explorer` (similar products, explanations,
   embedding maps; owns the arrays derived from the model and the training ratings).
+- :mod:`~recsys_utils.explore.explain`: :class:`Explanation`, which part of a score dominates, in words.
 - :mod:`~recsys_utils.explore.planted`: agreement with the planted groups of the generated data.
 - :mod:`~recsys_utils.explore.panel`: the ipywidgets panel for JupyterLab.
 """
 
 from __future__ import annotations
 
-from recsys_utils.explore.explorer import Explanation, Explorer
+from recsys_utils.explore.explain import Explanation
+from recsys_utils.explore.explorer import MIN_NEIGHBOUR_RATINGS, Explorer
 from recsys_utils.explore.panel import live_frontend, recommendation_panel
 from recsys_utils.explore.planted import (
     GroupAgreement,
@@ -22,6 +24,7 @@ __all__ = [
     "Explanation",
     "Explorer",
     "GroupAgreement",
+    "MIN_NEIGHBOUR_RATINGS",
     "explanation_group_agreement",
     "group_agreement",
     "live_frontend",

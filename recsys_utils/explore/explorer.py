@@ -9,8 +9,11 @@ stars, so two questions have exact, cheap answers from the learned weights alone
   memory stays bounded by ``block_size × n_products``; no products × products matrix is
   ever built.
 * *Why was product P recommended to user U?* The score splits exactly into the global,
-  user and product biases and the dot-product ("taste match") term; and the products U
-  rated in training that are most similar to P show where that taste match comes from.
+  user and product biases and the dot-product ("taste match") term; each is compared with
+  its average to say which dominates (:mod:`recsys_utils.explore.explain`: the product
+  being rated highly overall, the user rating generously, or a match of taste), and the
+  products U rated in training that are most similar to P show where a taste match comes
+  from.
 
 An :class:`Explorer` holds a trained model, its encoders and the training ratings, and
 owns what is derived from them once (the ratings matrix, popularity, normalised
@@ -28,9 +31,10 @@ it is never returned as anyone's neighbour, and :meth:`Explorer.embedding_map` l
 Example usage
 -------------
 >>> from recsys_utils.runs.layout import load_run                    # doctest: +SKIP
->>> ex = Explorer.of(load_run("reports/<run>"))                      # doctest: +SKIP
->>> ex.similar_products("B00A1B2C3D", n=5)                           # doctest: +SKIP
->>> print(ex.explain("A2Y3A341VDK37H", "B00A1B2C3D").text)            # doctest: +SKIP
+>>> run = load_run("reports/<run>")                                   # doctest: +SKIP
+>>> ex = Explorer.of(run, run.recommender_model)   # parts of the model that orders the lists  # doctest: +SKIP
+>>> ex.similar_products("B00RGN2TFR", n=5)                           # doctest: +SKIP
+>>> print(ex.explain("AGS80VPNZH081T", "B00RGN2TFR").text)            # doctest: +SKIP
 >>> plots.embedding_map(ex.embedding_map("product"))                 # doctest: +SKIP
 """
 
@@ -50,43 +54,22 @@ from scipy import sparse
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_USER_COL
 from recsys_utils.data.encoding import Encoders
 from recsys_utils.errors import ParameterError, UnknownIDError, positive_int
+from recsys_utils.explore.explain import REASONS, Averages, Explanation, decompose, dominant_part, lifts
+from recsys_utils.explore.explain import placement_sentence, reason_sentence, similar_lines, stars_text
 from recsys_utils.models.factors import FactorModel
 from recsys_utils.models.topk import nearest_rows
 
-__all__ = ["Explorer", "Explanation"]
+__all__ = ["Explorer", "Explanation", "MIN_NEIGHBOUR_RATINGS"]
+
+#: Default least number of training ratings a product needs to be listed as a neighbour:
+#: rarer products have embeddings that a handful of ratings moved from their random start,
+#: and end up "similar" to anything (the planted-group check in 05 uses the same 20).
+MIN_NEIGHBOUR_RATINGS = 20
 
 log = logging.getLogger(__name__)
 
 _KINDS = ("product", "user")
 _COLOR_BY = ("popularity", "mean_rating")
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Why ``product_id`` is recommended to ``user_id``.
-
-    Attributes
-    ----------
-    user_id, product_id : str
-        The pair explained.
-    similar_rated : pandas.DataFrame
-        The products the user rated in training most similar to ``product_id``, most
-        similar first: columns product_id, similarity (cosine of the embeddings),
-        rating (the user's stars).
-    decomposition : dict
-        The predicted score split into its parts: ``global_bias``, ``user_bias``,
-        ``product_bias`` and ``dot_product`` (logit units for the sigmoid model), their
-        sum ``score`` (equal to ``FactorModel.score`` of the pair) and
-        ``predicted_stars`` (NaN for a ranking model: its scores are not stars).
-    text : str
-        The same in sentences, one line per similar product plus one for the score.
-    """
-
-    user_id: str
-    product_id: str
-    similar_rated: pd.DataFrame
-    decomposition: dict[str, float]
-    text: str
 
 
 @dataclass
@@ -99,6 +82,7 @@ class _Stats:
     user_n: np.ndarray
     user_mean: np.ndarray
     product_unit: np.ndarray  # L2-normalised product factors, float32
+    averages: Averages  # what each score part is compared with in explanations
 
 
 class Explorer:
@@ -112,6 +96,9 @@ class Explorer:
         The vocabularies the weights are indexed by.
     train : pandas.DataFrame
         The training ratings with ``user_id``, ``product_id`` and ``rating`` columns.
+    rating_model : FactorModel, optional
+        When ``factor_model`` ranks only (the run's recommender), the model whose stars
+        explanations show next to its score parts.
 
     Notes
     -----
@@ -119,7 +106,8 @@ class Explorer:
     use and kept; build a new ``Explorer`` rather than changing one's model or data.
     """
 
-    def __init__(self, factor_model: FactorModel, encoders: Encoders, train: pd.DataFrame) -> None:
+    def __init__(self, factor_model: FactorModel, encoders: Encoders, train: pd.DataFrame, *,
+                 rating_model: FactorModel | None = None) -> None:
         if factor_model.dim == 0:
             raise ParameterError(f"model {factor_model.name!r} has no embeddings (dimension 0): nothing to compare")
         if (factor_model.n_users, factor_model.n_products) != (encoders.n_users, encoders.n_products):
@@ -127,22 +115,32 @@ class Explorer:
                 f"model has {factor_model.n_users} users × {factor_model.n_products} products, encoders "
                 f"{encoders.n_users} × {encoders.n_products}: expected the encoders the model was trained with"
             )
+        if rating_model is not None and (rating_model.n_users, rating_model.n_products) != (
+                factor_model.n_users, factor_model.n_products):
+            raise ParameterError(
+                f"rating_model has {rating_model.n_users} users × {rating_model.n_products} products, the model "
+                f"{factor_model.n_users} × {factor_model.n_products}: expected models of one run"
+            )
         self.factor_model = factor_model
         self.encoders = encoders
         self.train = train
+        self.rating_model = rating_model
 
     @classmethod
     def of(cls, run: Any, model: FactorModel | None = None) -> "Explorer":
         """The explorer of a finished run (:func:`recsys_utils.runs.layout.load_run`), or of anything
         with ``factor_model``, ``encoders`` and ``train`` attributes; ``model`` instead of the
-        run's rating model (e.g. ``run.recommender_model``, the one that orders the lists)."""
+        run's rating model (e.g. ``run.recommender_model``, the one that orders the lists); the
+        run's rating model then gives the stars in explanations."""
         missing = [a for a in ("factor_model", "encoders", "train") if not hasattr(run, a)]
         if missing:
             raise ParameterError(
                 f"run: found a {type(run).__name__} without {', '.join(missing)}; expected a FinishedRun "
                 "(recsys_utils.runs.layout.load_run)"
             )
-        return cls(run.factor_model if model is None else model, run.encoders, run.train)
+        if model is None or model is run.factor_model:
+            return cls(run.factor_model, run.encoders, run.train)
+        return cls(model, run.encoders, run.train, rating_model=run.factor_model)
 
     # ------------------------------------------------------------------ derived once
     @cached_property
@@ -164,7 +162,8 @@ class Explorer:
         with np.errstate(invalid="ignore", divide="ignore"):
             product_mean = np.bincount(p, weights=r, minlength=n_products) / product_n
             user_mean = np.bincount(u, weights=r, minlength=n_users) / user_n
-        return _Stats(ratings, product_n, product_mean, user_n, user_mean, _unit_rows(self.factor_model.product_factors))
+        return _Stats(ratings, product_n, product_mean, user_n, user_mean, _unit_rows(self.factor_model.product_factors),
+                      Averages.of(self.factor_model, product_n, user_n))
 
     def product_index(self, product_id: str, *, need_ratings: bool) -> int:
         """The index of ``product_id``; with ``need_ratings``, refuse a product never rated in training."""
@@ -178,7 +177,8 @@ class Explorer:
         return p
 
     # ------------------------------------------------------------------ neighbours
-    def similar_products(self, product_id: str, n: int = 10, *, min_ratings: int = 1) -> pd.DataFrame:
+    def similar_products(self, product_id: str, n: int = 10, *,
+                         min_ratings: int = MIN_NEIGHBOUR_RATINGS) -> pd.DataFrame:
         """The ``n`` products whose learned embeddings are most cosine-similar to ``product_id``.
 
         Parameters
@@ -187,16 +187,17 @@ class Explorer:
             The product to find neighbours of (itself excluded).
         n : int, default 10
             How many neighbours.
-        min_ratings : int, default 1
+        min_ratings : int, default 20 (:data:`MIN_NEIGHBOUR_RATINGS`)
             Only products with at least this many training ratings are candidates (rarely
-            rated products have noisy embeddings).
+            rated products have noisy embeddings); 1 lists every product rated in training.
 
         Returns
         -------
         pandas.DataFrame
             Columns rank, product_id, similarity, n_ratings (training popularity) and
             mean_rating (training mean stars), most similar first; fewer than ``n`` rows
-            when fewer candidates exist.
+            when fewer candidates exist (logged, with the number that qualify).
+            ``attrs["min_ratings"]`` records the filter.
 
         Raises
         ------
@@ -211,7 +212,10 @@ class Explorer:
         idx, sim = nearest_rows(stats.product_unit, np.array([p]), n, stats.product_n >= min_ratings)
         keep = idx[0] >= 0
         found = idx[0][keep]
-        return pd.DataFrame(
+        if keep.sum() < n:
+            log.info("%d products besides %s have at least %d training ratings (min_ratings); fewer than the "
+                     "%d asked for", int(keep.sum()), product_id, min_ratings, n)
+        table = pd.DataFrame(
             {
                 "rank": np.arange(1, keep.sum() + 1),
                 DEFAULT_PRODUCT_COL: pd.array(self.encoders.products.ids_of(found), dtype="string"),
@@ -220,6 +224,8 @@ class Explorer:
                 "mean_rating": stats.product_mean[found],
             }
         )
+        table.attrs["min_ratings"] = min_ratings
+        return table
 
     # ------------------------------------------------------------------ explanations
     def similar_rated(self, u: int, p: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -247,7 +253,12 @@ class Explorer:
         -------
         Explanation
             ``similar_rated`` (the user's training ratings most similar to the product),
-            ``decomposition`` (the score's exact parts) and ``text``.
+            ``decomposition`` (the exact parts of this explorer's model's score: the model
+            that orders the lists when built with ``Explorer.of(run, run.recommender_model)``),
+            ``lifts`` (each part against its average), ``dominant`` and ``reason`` (the part
+            that dominates, :mod:`recsys_utils.explore.explain`) and ``text``: the outcome,
+            the dominant part in words, the parts ranked, the similar rated products, the
+            exact sum.
 
         Raises
         ------
@@ -272,26 +283,31 @@ class Explorer:
                 "rating": stars,
             }
         )
-        parts = _decompose(model, u, p)
+        parts = decompose(model, u, p, self.rating_model)
+        lift = lifts(model, u, parts, stats.averages)
+        dominant = dominant_part(lift, predicts_ratings=model.predicts_ratings)
         unit = "logit" if model.link == "sigmoid" else ("stars" if model.predicts_ratings else "ranking score")
-        outcome = (f"predicted {parts['predicted_stars']:.2f}★" if model.predicts_ratings
-                   else f"ranking score {parts['score']:+.3f} ({model.name})")
-        lines = [f"{product_id} for {user_id}: {outcome}"]
+        if model.predicts_ratings:
+            outcome = f"predicted {parts['predicted_stars']:.2f}★"
+        else:
+            outcome = f"ranking score {parts['score']:+.3f} by {model.name}"
+            if self.rating_model is not None:
+                outcome += f", predicted {parts['predicted_stars']:.2f}★ by {self.rating_model.name}"
+        lines = [f"{product_id} for {user_id}: {outcome}",
+                 "- " + reason_sentence(dominant, lift, predicts_ratings=model.predicts_ratings),
+                 "- " + placement_sentence(lift)]
         if stats.product_n[p] == 0:
             lines.append(f"- {product_id} has no training ratings: its embedding is untrained, so similarities to it mean little")
         if not len(table):
             lines.append(f"- {user_id} rated no other product in training: the score rests on the biases")
-        for pid, s, r in zip(table[DEFAULT_PRODUCT_COL], sims, stars):
-            if s > 0:
-                lines.append(f"- recommended because you rated {pid} {_stars(r)}, similarity {s:.2f}")
-            else:
-                lines.append(f"- you rated {pid} {_stars(r)}, but its similarity is only {s:.2f}")
+        lines += similar_lines(table)
         lines.append(
-            f"- score ({unit}) = global {parts['global_bias']:+.3f} + user {parts['user_bias']:+.3f} "
+            f"- score of {model.name} ({unit}) = global {parts['global_bias']:+.3f} + user {parts['user_bias']:+.3f} "
             f"+ product {parts['product_bias']:+.3f} + taste match u·p {parts['dot_product']:+.3f} "
             f"= {parts['score']:+.3f}" + (f" → {parts['predicted_stars']:.2f}★" if model.predicts_ratings else "")
         )
-        return Explanation(str(user_id), str(product_id), table, parts, "\n".join(lines))
+        return Explanation(str(user_id), str(product_id), table, parts, lift, dominant, REASONS[dominant], model.name,
+                           "\n".join(lines))
 
     def explanations_table(self, user_id: str, product_ids: Sequence[str], n: int = 3) -> pd.DataFrame:
         """One compact row per product: the score's parts and the user's most similar rated products.
@@ -308,25 +324,28 @@ class Explorer:
         Returns
         -------
         pandas.DataFrame
-            Columns product_id, predicted_stars (rating models only), global_bias, user_bias, product_bias,
-            dot_product (the exact parts of the score, see :meth:`explain`) and because
-            (``"B00… 5★ (0.81); …"``: the rated products, their stars and similarity).
+            Columns product_id, predicted_stars (the model's stars, or the rating model's
+            when the explorer has one; left out for a ranking model without), reason (the
+            dominant part in words: "rated highly overall", "you rate generously", "matches
+            your taste"), global_bias, user_bias, product_bias, dot_product (the exact parts
+            of the score, see :meth:`explain`) and because (``"B00… 5★ (0.81); …"``: the
+            rated products, their stars and similarity).
         """
         rows = []
         for pid in product_ids:
             e = self.explain(user_id, pid, n)
             d = e.decomposition
             because = "; ".join(
-                f"{q} {_stars(r)} ({s:.2f})"
+                f"{q} {stars_text(r)} ({s:.2f})"
                 for q, s, r in zip(e.similar_rated[DEFAULT_PRODUCT_COL], e.similar_rated["similarity"],
                                    e.similar_rated["rating"])
             )
-            rows.append({DEFAULT_PRODUCT_COL: str(pid), "predicted_stars": d["predicted_stars"],
+            rows.append({DEFAULT_PRODUCT_COL: str(pid), "predicted_stars": d["predicted_stars"], "reason": e.reason,
                          **{k: d[k] for k in ("global_bias", "user_bias", "product_bias", "dot_product")},
                          "because": because})
-        columns = [DEFAULT_PRODUCT_COL, "predicted_stars", "global_bias", "user_bias", "product_bias", "dot_product",
-                   "because"]
-        if not self.factor_model.predicts_ratings:  # a ranking model's scores are not stars
+        columns = [DEFAULT_PRODUCT_COL, "predicted_stars", "reason", "global_bias", "user_bias", "product_bias",
+                   "dot_product", "because"]
+        if not (self.factor_model.predicts_ratings or self.rating_model is not None):  # scores that are not stars
             columns.remove("predicted_stars")
         return pd.DataFrame(rows, columns=columns)
 
@@ -404,27 +423,6 @@ class Explorer:
         df = df.sort_values(color_by, kind="stable").reset_index(drop=True)
         df.attrs.update({"kind": kind, "color_by": color_by, "explained_variance": explained})
         return df
-
-
-def _decompose(model: FactorModel, u: int, p: int) -> dict[str, float]:
-    # The same float64 arithmetic, in the same order, as FactorModel.score, so the parts add
-    # up to its score exactly: ((u·p + b_u) + b_p) + b.
-    dot = float(np.einsum("j,j->", model.user_factors[u], model.product_factors[p], dtype=np.float64))
-    ub, pb, gb = float(model.user_bias[u]), float(model.product_bias[p]), float(model.global_bias)
-    score = ((dot + ub) + pb) + gb
-    return {
-        "global_bias": gb,
-        "user_bias": ub,
-        "product_bias": pb,
-        "dot_product": dot,
-        "score": score,
-        "predicted_stars": float(model.to_stars(np.array([score]))[0]) if model.predicts_ratings else float("nan"),
-    }
-
-
-def _stars(r: float) -> str:
-    return f"{r:g}★"
-
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

@@ -48,13 +48,15 @@ def _recommend_view(explorer: Explorer, user_id: str, n: int, n_explain: int,
     """What the panel shows for one user: markdown and tables, as display objects."""
     from IPython.display import Markdown
 
+    rating_model = explorer.rating_model if rating_model is None else rating_model
     recs = recommend_for_user(explorer.factor_model, explorer.encoders, explorer.stats.ratings, user_id, n,
                               rating_model=rating_model)
     why = explorer.explanations_table(user_id, recs[DEFAULT_PRODUCT_COL].tolist(), n_explain)
     return [
         Markdown(f"**Top {len(recs)} for {user_id}**"),
         recs,
-        Markdown(f"**Why**: the exact parts of each score, and the {n_explain} rated products most similar to each"),
+        Markdown(f"**Why**: what dominates each score ({explorer.factor_model.name}'s parts against their "
+                 f"averages), its exact parts, and the {n_explain} rated products most similar to each"),
         why,
     ]
 
@@ -74,7 +76,8 @@ def recommendation_panel(explorer: Explorer, user_ids: Sequence[str], top_n: int
     n_explain : int, default 3
         Rated products per explanation.
     rating_model : FactorModel, optional
-        Gives the stars shown next to each product when the explorer's model ranks only.
+        Gives the stars shown next to each product when the explorer's model ranks only
+        (default: the explorer's own ``rating_model``).
 
     Returns
     -------

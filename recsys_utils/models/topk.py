@@ -158,6 +158,8 @@ def nearest_rows(
     k = min(n, int(candidates.sum()))
     out_idx = np.full((len(queries), n), -1, dtype=np.int64)
     out_sim = np.full((len(queries), n), np.nan, dtype=np.float64)
+    if k == 0:  # no candidate at all (e.g. none has enough ratings): nothing but padding
+        return out_idx, out_sim
     unit_t = np.ascontiguousarray(unit.T)
     excluded = np.flatnonzero(~candidates)
     for start in range(0, len(queries), block_size):

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from recsys_utils.errors import RunError
+from recsys_utils.errors import RunError, setting
 from recsys_utils.models.keras.layers import PRODUCT_BIAS, PRODUCT_EMBEDDING, USER_BIAS, USER_EMBEDDING
 
 __all__ = ["fit_fast", "epoch_batches", "adam_moments", "last_positions", "dense_adam", "sparse_adam"]
@@ -212,7 +212,7 @@ class _FastFit:
                 if var.shape.rank and not isinstance(grad, tf.IndexedSlices):
                     # checked while tracing: the row-wise update below needs lookup gradients
                     raise RunError(f"the fast engine needs row-sparse gradients for {var.name}, got a dense one; "
-                                   "train with engine='keras'")
+                                   f"train with {setting('engine', 'keras')}")
                 if isinstance(grad, tf.IndexedSlices):
                     if group not in lasts:
                         lasts[group] = self._last_positions(self.owners[group], grad.indices)
