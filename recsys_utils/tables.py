@@ -49,7 +49,7 @@ def _formatter(series: pd.Series, decimals: int, *, whole_as_int: bool = False):
         values = series.dropna().to_numpy()
         if values.size and np.all(values == np.round(values)) and (whole_as_int or np.abs(values).max() >= 1000):
             return "{:,.0f}"
-        return "{:,.%df}" % decimals
+        return f"{{:,.{decimals}f}}"
     if pd.api.types.is_datetime64_any_dtype(series):
         at_midnight = series.dropna().dt.normalize().eq(series.dropna()).all()
         return (lambda v: "" if pd.isna(v) else v.strftime("%Y-%m-%d" if at_midnight else "%Y-%m-%d %H:%M"))

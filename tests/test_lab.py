@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,12 +28,18 @@ from jupyter_client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 
-from recsys_utils.config import NOTEBOOK_STEMS, resolve_config
-from recsys_utils.data import sample, synthetic
+from recsys_utils.config import NOTEBOOK_STEMS
+from recsys_utils.data import sample
 from recsys_utils.errors import RunError
 from recsys_utils.io import read_json
-from recsys_utils.runs.layout import FORKED_FROM, RUN_DIR_ENV, RunPaths, latest_run, resolve_run_dir
-from recsys_utils.runs.pipeline import notebooks_dir, run_pipeline
+from recsys_utils.runs.layout import (
+    FORKED_FROM,
+    RUN_DIR_ENV,
+    RunPaths,
+    latest_run,
+    resolve_run_dir,
+)
+from recsys_utils.runs.pipeline import notebooks_dir
 
 REPO = Path(__file__).resolve().parents[1]
 MAKEFILE = (REPO / "Makefile").read_text()
@@ -136,23 +143,20 @@ def test_the_five_notebooks_run_top_to_bottom_on_a_fresh_folder(lab_folder):
 
 
 @pytest.mark.slow
-def test_05_runs_against_a_finished_run_without_changing_it(tmp_path, monkeypatch):
-    data = synthetic.generate_ratings(n_users=400, n_products=150, n_ratings=4000, n_groups=5, seed=3)
-    ratings = sample.write_sample(tmp_path / "data" / "ratings.csv", data)
-    small = {"epochs": "2", "embedding_dim": "8", "rank_epochs": "2", "rank_embedding_dim": "8", "top_n": "5"}
-    reports = tmp_path / "reports"
-    result = run_pipeline(resolve_config(small, data=ratings), run_name="done", reports_dir=reports, progress=False)
-    assert result.ok
-    before = {p.name: p.read_bytes() for p in (result.run_dir / "artifacts").iterdir()}
-    monkeypatch.setenv(RUN_DIR_ENV, str(result.run_dir))
-    nb = _execute("05_recommendation")
-    # the generated data's planted groups are found from cleaning.json (no params.json needed)
-    assert "No planted groups" not in _outputs_text(nb)
-    after = {p.name: p.read_bytes() for p in (result.run_dir / "artifacts").iterdir()}
-    assert after == before, "a notebook opened on a finished run changed it"
-    lab = reports / "lab"
-    assert (lab / "artifacts" / "recommendations.parquet").is_file()
-    assert read_json(lab / FORKED_FROM)["run"] == str(result.run_dir.resolve())
+def test_05_runs_against_a_finished_run_without_changing_it(default_run, monkeypatch):
+    before = {p.name: p.read_bytes() for p in (default_run / "artifacts").iterdir()}
+    monkeypatch.setenv(RUN_DIR_ENV, str(default_run))
+    lab = default_run.parent / "lab"
+    try:
+        nb = _execute("05_recommendation")
+        # the generated data's planted groups are found from cleaning.json (no params.json needed)
+        assert "No planted groups" not in _outputs_text(nb)
+        after = {p.name: p.read_bytes() for p in (default_run / "artifacts").iterdir()}
+        assert after == before, "a notebook opened on a finished run changed it"
+        assert (lab / "artifacts" / "recommendations.parquet").is_file()
+        assert read_json(lab / FORKED_FROM)["run"] == str(default_run.resolve())
+    finally:
+        shutil.rmtree(lab, ignore_errors=True)  # other tests read the reports folder
 
 
 def _free_port() -> int:

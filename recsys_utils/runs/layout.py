@@ -32,7 +32,13 @@ from recsys_utils.errors import RecsysError, RunError
 from recsys_utils.io import project_root, read_json, read_parquet, write_json
 from recsys_utils.models.factors import FactorModel, seen_matrix
 from recsys_utils.models.keras.model import load_model
-from recsys_utils.runs.transaction import describe_unfinished, list_runs, read_manifest, run_state, staging_dir
+from recsys_utils.runs.transaction import (
+    describe_unfinished,
+    list_runs,
+    read_manifest,
+    run_state,
+    staging_dir,
+)
 
 __all__ = ["RunPaths", "FinishedRun", "load_run", "read_artifact", "resolve_run_dir", "latest_run", "WRITTEN_BY",
            "RUN_DIR_ENV"]
