@@ -104,8 +104,7 @@ def _mark_failure(nb: Any) -> None:
                       f"with the error below.<pre>{msg}</pre></div>")
         else:
             banner = (f'<div class="failure" role="alert"><strong>This notebook stopped with an error</strong> in '
-                      f'<a href="#papermill-error-cell">{html.escape(where)}</a>; the notebooks after it did not run.'
-                      f"<pre>{msg}</pre></div>")
+                      f'<a href="#papermill-error-cell">{html.escape(where)}</a>:<pre>{msg}</pre></div>')
         cell.metadata["recsys_banner"] = banner
 
 
