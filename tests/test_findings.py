@@ -170,7 +170,9 @@ def test_training_takeaways_compare_train_and_validation_at_the_best_epoch():
     assert "Validation kept the **strong_l2** fit of 2 compared (main, strong_l2)" in text
     assert "from 0.080 after the first epoch to **0.120** at epoch 2 of 3" in text
     assert "weight 0.25 raised validation NDCG@10 from 0.1300 to 0.1350 (4% higher)" in text
-    close = dict(history, history={"rmse": [0.9, 0.86], "val_rmse": [0.92, 0.88]}, best_epoch=2)
+    close = dict(history, history={"rmse": [0.9, 0.86], "val_rmse": [0.92, 0.88]}, best_epoch=2,
+                 params={"passes_per_epoch": 4}, stopped_early=False)
+    assert "at pass 2 of 2 (ran every pass)" in training_takeaways(close)  # small data: passes, not epochs
     assert "little overfitting" in training_takeaways(close)
     no_blend = dict(recommender, blend_weight=0.0, name="mf_rank")
     assert "lists come from the ranking model (sampled softmax) alone (0.1300; best blend 0.1350)" in \
@@ -226,7 +228,8 @@ def check_run(run_dir: Path) -> None:
     history = json.loads((art / "history.json").read_text())
     best = history["best_epoch"]
     val = history["history"]["val_rmse"][best - 1]
-    assert f"best validation RMSE {val:.3f} at epoch {best}" in html_text(run_dir / "03_training.html")
+    unit = "pass" if history["params"].get("passes_per_epoch", 1) > 1 else "epoch"
+    assert f"best validation RMSE {val:.3f} at {unit} {best}" in html_text(run_dir / "03_training.html")
     recs = pd.read_parquet(art / "recommendations.parquet")
     firsts = recs[recs["rank"] == 1]["product_id"].value_counts()
     top1 = firsts.iloc[0] / recs["user_id"].nunique()

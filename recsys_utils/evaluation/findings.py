@@ -277,8 +277,9 @@ def training_takeaways(history: Mapping[str, Any], recommender: Mapping[str, Any
                        "validation number, not the training one, on new ratings")
         else:
             verdict = "training and validation errors are close: little overfitting"
-        stop = "stopped early" if history.get("stopped_early") else "ran every epoch"
-        lines.append(f"Rating model: best validation RMSE **{va:.3f}** at epoch {best} of {len(valid)} ({stop}), "
+        unit = "pass" if (history.get("params") or {}).get("passes_per_epoch", 1) > 1 else "epoch"
+        stop = "stopped early" if history.get("stopped_early") else f"ran every {unit}"
+        lines.append(f"Rating model: best validation RMSE **{va:.3f}** at {unit} {best} of {len(valid)} ({stop}), "
                      f"from {valid[0]:.3f} after the first; train RMSE there {tr:.3f}: {verdict}.")
     elif train:
         lines.append(f"Rating model: no validation ratings, so train RMSE ({train[best - 1]:.3f} at epoch {best}) is the "

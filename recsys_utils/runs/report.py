@@ -26,7 +26,7 @@ from markupsafe import Markup
 from recsys_utils.constants import metric_label, model_label
 from recsys_utils.errors import RunError
 from recsys_utils.evaluation.findings import headline_metrics, headline_points
-from recsys_utils.io import atomic_path, read_json
+from recsys_utils.io import atomic_path, project_root, read_json
 from recsys_utils.runs.layout import RunPaths
 
 __all__ = ["TEMPLATES", "CSS", "notebook_title", "render_html", "write_index", "write_sweep_index",
@@ -77,6 +77,14 @@ def _when(stamp: Any) -> str:
     if t.tzinfo is not None:
         t = t.astimezone(dt.timezone.utc)
     return t.strftime("%Y-%m-%d %H:%M") + (" UTC" if t.tzinfo is not None else "")
+
+
+def _shown_path(path: Any) -> str:
+    """A path inside the project relative to it (``data/sample/ratings.csv``), any other in full."""
+    try:
+        return Path(str(path)).resolve().relative_to(project_root()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
 
 
 def _short_commit(commit: Any) -> str:
@@ -212,7 +220,7 @@ def write_index(paths: RunPaths, manifest: dict[str, Any], *, reports_index: boo
     return _page(
         "run.html.j2", paths.index_html,
         run_name=manifest["run_name"], status=manifest.get("status", "running"),
-        data_name=Path(str(inp.get("path"))).name, input_path=str(inp.get("path")),
+        data_name=Path(str(inp.get("path"))).name, input_path=_shown_path(inp.get("path")),
         sha=str(inp["sha256"])[:16] if inp.get("sha256") else None,
         started=_when(manifest.get("started")), finished=_when(manifest.get("finished")),
         commit=_short_commit(manifest.get("git_commit")),
