@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", help="an existing run folder; default: a fresh run on the default data")
     parser.add_argument("--out", help="write full-page screenshots here (e.g. docs)")
     args = parser.parse_args(argv)
+    if chromium_path() is None:
+        print("no chromium found: apt-get install -y chromium (or set $CHROMIUM)", file=sys.stderr)
+        return 2
     if args.run:
         return _check_and_shoot(Path(args.run), args.out)
     from recsys_utils.cli import main as cli
