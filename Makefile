@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # JupyterLab refuses to start as root unless told; containers often run as root.
 LAB_ARGS    ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install report test lab sample clean-reports
+.PHONY: help install report test lab sample screenshots clean-reports
 
 help:
 	@echo "make report   run the five notebooks on the default data, render HTML under reports/"
@@ -24,6 +24,7 @@ help:
 	@echo "make lab      open JupyterLab on notebooks/ with this project's environment"
 	@echo "              (RUN=latest or RUN=reports/<run>: start from a finished run)"
 	@echo "make sample   (re)generate the embedded sample data"
+	@echo "make screenshots  a fresh default run, checked in headless Chromium; full-page PNGs to docs/"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required; run with PYTHON=python3.11 (found " + sys.version.split()[0] + ")")'
@@ -47,6 +48,10 @@ lab: $(STAMP)
 
 sample: $(STAMP)
 	$(PY) -m recsys_utils generate --force
+
+# Needs Debian's chromium (apt-get install -y chromium); Playwright drives it, downloading no browser.
+screenshots: $(STAMP)
+	$(PY) tests/browser.py --out docs
 
 clean-reports:
 	rm -rf reports/*/

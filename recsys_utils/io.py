@@ -25,7 +25,11 @@ import pandas as pd
 from recsys_utils.errors import RunError
 
 __all__ = ["atomic_path", "write_json", "read_json", "write_parquet", "read_parquet", "project_root",
-           "filesystem_error", "file_mode"]
+           "filesystem_error", "file_mode", "PROGRESS_ENV", "show_progress"]
+
+#: Set to ``0`` where nobody watches the output live (the pipeline's kernels, whose output
+#: becomes an HTML report): progress bars default to off there.
+PROGRESS_ENV = "RECSYS_PROGRESS"
 
 _FS_HINTS = {
     errno.ENOSPC: "the disk is full: free some space",
@@ -43,6 +47,17 @@ _FS_HINTS = {
 def project_root() -> Path:
     """The repository root (the folder holding ``recsys_utils/``)."""
     return Path(__file__).resolve().parent.parent
+
+
+def show_progress(progress: bool | None = None) -> bool:
+    """Whether to draw a progress bar: ``progress`` when given, else on unless ``RECSYS_PROGRESS=0``.
+
+    The pipeline runs its notebooks with ``RECSYS_PROGRESS=0``, so no bar leaks into a report;
+    in JupyterLab or a terminal bars show as usual.
+    """
+    if progress is not None:
+        return bool(progress)
+    return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def filesystem_error(exc: OSError, path: str | Path, doing: str = "writing") -> RunError:

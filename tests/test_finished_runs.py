@@ -191,7 +191,8 @@ def test_a_real_overwrite_that_fails_replaces_the_run_whole(base, tmp_path, caps
     assert code == 1 and "01_eda" in capsys.readouterr().err
     run = reports / "victim"
     index = (run / "index.html").read_text()
-    assert 'class="failed"' in index and "global_mean" not in index, "the old run's metrics survived"
+    assert 'class="failed"' in index and "Headline metrics" in index
+    assert "global mean" not in index and "No metrics yet" in index, "the old run's metrics survived"
     assert not (run / "artifacts" / "factors.npz").exists(), "the old run's model survived"
     code, _, err = recommend(run, base["user"], capsys)
     assert code == 2 and "the run failed in 01_eda" in err and "customer" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,8 @@ def test_index_links_reports_and_shows_metrics(runs):
     index = (runs[0].run_dir / "index.html").read_text()
     for stem in NOTEBOOK_STEMS:
         assert f'href="{stem}.html"' in index
-    assert "global_mean" in index and "rmse" in index
+    assert "global mean" in index and "RMSE (stars)" in index  # readable names, not the keys of metrics.json
+    assert "ranks best" in index and "predicts stars best" in index  # the headline
     assert 'class="failed"' not in index
 
 
@@ -188,7 +190,9 @@ def test_a_broken_parameter_fails_the_run_with_a_rendered_error(tmp_path, small_
     run_dir = tmp_path / "broken"
     html = (run_dir / "01_eda.html").read_text()
     assert "RatingsFileError" in html and "customer" in html and "user_id" in html  # names the columns found
-    assert "An Exception was encountered at" in html  # papermill's error banner, rendered
+    # papermill's error banner, made readable: it names the error and links to the failing cell
+    assert 'This notebook stopped with an error</strong> in <a href="#papermill-error-cell">cell [' in html
+    assert re.search(r'<div class="failure" id="papermill-error-cell">', html)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert [n["status"] for n in manifest["notebooks"]] == ["failed", "skipped", "skipped", "skipped", "skipped"]

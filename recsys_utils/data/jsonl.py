@@ -20,6 +20,7 @@ import pandas as pd
 from recsys_utils.data.formats import pick_all
 from recsys_utils.data.source import STREAM_ERRORS, Source
 from recsys_utils.errors import RatingsFileError
+from recsys_utils.io import show_progress
 
 __all__ = ["read_jsonl"]
 
@@ -58,7 +59,7 @@ def read_jsonl(source: Source, explicit: tuple, candidates: set[str],
 
     fh: BinaryIO = source.stream()
     bar = tqdm(total=None if source.container else source.size, unit="B", unit_scale=True, desc=f"reading {path.name}",
-               disable=source.size < (64 << 20))
+               disable=source.size < (64 << 20) or not show_progress())
     with fh, bar:
         while True:
             try:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_USER_COL
 from recsys_utils.data.encoding import Encoders
 from recsys_utils.errors import positive_int
-from recsys_utils.io import atomic_path
+from recsys_utils.io import atomic_path, show_progress
 from recsys_utils.models.factors import FactorModel, default_block_size
 from recsys_utils.retrieval.ann import AnnIndex
 
@@ -77,7 +77,7 @@ def recommend_all(
     path: str | Path | None = None,
     block_size: int | None = None,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     rating_model: FactorModel | None = None,
 ) -> pd.DataFrame | Path:
     """Top-``n`` recommendations for every user in the vocabulary.
@@ -88,7 +88,9 @@ def recommend_all(
     are as in :meth:`FactorModel.recommend` and change only the speed. Pass an
     :class:`~recsys_utils.retrieval.ann.AnnIndex` as ``model`` for catalogs where exact
     scoring of every user is too slow. With ``rating_model``, ``predicted_rating`` holds its
-    stars for the listed products (as :func:`recommend_for_user`).
+    stars for the listed products (as :func:`recommend_for_user`). ``progress`` draws a bar;
+    by default one shows unless ``RECSYS_PROGRESS=0`` (:func:`~recsys_utils.io.show_progress`:
+    the pipeline's notebooks, whose output becomes a report).
     """
     n = positive_int("top_n", n)
     n_users = model.n_users
@@ -109,7 +111,7 @@ def recommend_all(
             desc="recommending",
             unit="user",
             unit_scale=True,
-            disable=not progress,
+            disable=not show_progress(progress),
             mininterval=1.0,
             file=sys.stdout,  # plain text in notebooks and reports, not a red stderr block
         ) as bar:

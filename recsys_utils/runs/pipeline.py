@@ -31,13 +31,13 @@ from typing import Any
 
 from recsys_utils.config import NOTEBOOK_STEMS, RunConfig
 from recsys_utils.data.sample import resolve_data_path
-from recsys_utils.errors import ParameterError, RunError
-from recsys_utils.io import filesystem_error, project_root, read_json, write_json
+from recsys_utils.errors import ParameterError, RecsysError, RunError
+from recsys_utils.io import PROGRESS_ENV, filesystem_error, project_root, read_json, write_json
 from recsys_utils.runs.layout import RunPaths
-from recsys_utils.runs.report import render_html, write_index
-from recsys_utils.runs.transaction import RunTransaction, check_run_name, process_identity
+from recsys_utils.runs.report import render_html, write_index, write_reports_index
+from recsys_utils.runs.transaction import RunTransaction, check_run_name, list_runs, process_identity
 
-__all__ = ["PIPELINE_PARAMETERS", "notebooks_dir", "run_pipeline", "RunResult"]
+__all__ = ["PIPELINE_PARAMETERS", "notebooks_dir", "run_pipeline", "refresh_index", "RunResult"]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,10 @@ def _this_interpreter_kernel() -> Iterator[str]:
                              "--IPKernelApp.log_level=CRITICAL"],
                     "display_name": f"Python ({sys.executable})",
                     "language": "python",
-                    "env": {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::DeprecationWarning"},
+                    # no progress bars in the HTML reports; figures inline even when the caller's
+                    # environment says MPLBACKEND=Agg (a test run, a headless shell): else none is shown
+                    "env": {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::DeprecationWarning",
+                            PROGRESS_ENV: "0", "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
                 }
             )
         )
@@ -153,6 +156,7 @@ def run_pipeline(
     progress: bool = True,
     stems: Sequence[str] = NOTEBOOK_STEMS,
     reuse_artifacts: str | Path | None = None,
+    refresh_reports_index: bool = True,
 ) -> RunResult:
     """Execute the five notebooks in order into ``reports/<run_name>/`` and render them.
 
@@ -177,6 +181,9 @@ def run_pipeline(
     reuse_artifacts : path, optional
         An ``artifacts/`` folder whose files are hard-linked (or copied) into the new
         run first, standing in for the notebooks not run.
+    refresh_reports_index : bool
+        Rewrite ``reports_dir/index.html`` (every run, newest first) when the run ends; sweeps
+        turn it off for their inner runs.
 
     Returns
     -------
@@ -195,11 +202,24 @@ def run_pipeline(
     run_name = check_run_name(run_name or _default_run_name(cfg))
     reports = Path(reports_dir or project_root() / "reports")
     with RunTransaction(reports, run_name, overwrite=overwrite) as tx:
-        return _run_staged(tx, cfg, sources, stems, nb_dir, show_code, progress, reuse_artifacts)
+        result = _run_staged(tx, cfg, sources, stems, nb_dir, show_code, progress, reuse_artifacts,
+                             refresh_reports_index)
+    if refresh_reports_index:
+        refresh_index(reports)
+    return result
+
+
+def refresh_index(reports_dir: Path) -> None:
+    """Rewrite ``reports_dir/index.html`` with every run's state now; a failure to do so only warns."""
+    try:
+        write_reports_index(reports_dir, list_runs(reports_dir))
+    except RecsysError as exc:
+        log.warning("reports index not updated: %s", exc)
 
 
 def _run_staged(tx: RunTransaction, cfg: RunConfig, sources: list[Path], stems: Sequence[str], nb_dir: Path,
-                show_code: bool, progress: bool, reuse_artifacts: str | Path | None) -> RunResult:
+                show_code: bool, progress: bool, reuse_artifacts: str | Path | None,
+                reports_index: bool) -> RunResult:
     """Build the run in ``tx.staging`` (the notebooks see that folder) and publish it when it ends."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -225,7 +245,7 @@ def _run_staged(tx: RunTransaction, cfg: RunConfig, sources: list[Path], stems: 
     def save_state() -> None:
         manifest["notebooks"] = [vars(st) for st in statuses]
         write_json(paths.manifest, manifest)
-        write_index(paths, manifest)
+        write_index(paths, manifest, reports_index=reports_index)
 
     ok = True
     try:
@@ -261,7 +281,11 @@ def _run_staged(tx: RunTransaction, cfg: RunConfig, sources: list[Path], stems: 
                     st.status, st.error, ok = "failed", f"{type(exc).__name__}: {exc}", False
                 st.seconds = round(time.perf_counter() - start, 2)
                 if out_nb.exists():
-                    render_html(out_nb, paths.html(st.name), show_code=show_code)
+                    i = list(stems).index(st.name)
+                    render_html(out_nb, paths.html(st.name), show_code=show_code, run_name=tx.name,
+                                where=f"{data_file.name} · {manifest['started'][:16].replace('T', ' ')} UTC",
+                                previous=stems[i - 1] if i > 0 else None,
+                                next_stem=stems[i + 1] if ok and i + 1 < len(stems) else None)
                 log.info("%s %s in %.1f s%s", st.name, st.status, st.seconds, f": {st.error}" if st.error else "")
                 if st.name == NOTEBOOK_STEMS[0] and st.status == "ok":
                     manifest["input"] = _input_info(paths, data_file)

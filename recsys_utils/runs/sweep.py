@@ -27,7 +27,7 @@ import pandas as pd
 from recsys_utils.config import RunConfig, parse_grid, resolve_config
 from recsys_utils.io import project_root, read_json, write_json
 from recsys_utils.runs.layout import RunPaths
-from recsys_utils.runs.pipeline import run_pipeline
+from recsys_utils.runs.pipeline import refresh_index, run_pipeline
 from recsys_utils.runs.report import write_sweep_index
 from recsys_utils.runs.transaction import RunTransaction, check_run_name, process_identity
 
@@ -98,7 +98,7 @@ def run_sweep(
                  "points": []}
         write_json(staged / "sweep.json", state)  # so `runs` can tell a live sweep from a killed one
         base = run_pipeline(base_cfg, run_name="shared", reports_dir=staged, show_code=show_code,
-                            progress=progress, stems=SHARED_STEMS)
+                            progress=progress, stems=SHARED_STEMS, refresh_reports_index=False)
         rows: list[dict[str, Any]] = []
         ok = base.ok
         if base.ok:
@@ -107,7 +107,7 @@ def run_sweep(
                 name = _point_name(i, point)
                 log.info("grid point %d/%d: %s", i, len(points), point)
                 result = run_pipeline(cfg, run_name=name, reports_dir=staged, show_code=show_code,
-                                      progress=progress, stems=POINT_STEMS,
+                                      progress=progress, stems=POINT_STEMS, refresh_reports_index=False,
                                       reuse_artifacts=RunPaths.of(base.run_dir).artifacts)
                 rows.append(_row(name, point, result.run_dir, result.ok))
                 ok = ok and result.ok
@@ -115,6 +115,7 @@ def run_sweep(
         write_json(staged / "sweep.json", {**state, "status": "ok" if ok else "failed", "points": rows})
         write_sweep_index(staged, table, names, base.run_dir, base.ok)
         final = tx.publish()
+    refresh_index(reports)
     return SweepResult(final, table, ok)
 
 
