@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
