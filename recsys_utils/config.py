@@ -30,6 +30,7 @@ from recsys_utils.errors import ParameterError
 from recsys_utils.io import read_json, write_json
 from recsys_utils.models.keras.ranking import RankingParams
 from recsys_utils.models.keras.train import ENGINES, TrainParams
+from recsys_utils.spark.stages import BACKENDS
 
 __all__ = ["NOTEBOOK_STEMS", "RunConfig", "coerce_value", "resolve_config", "parse_grid"]
 
@@ -65,6 +66,11 @@ def _r(name: str, help: str) -> Any:
 class RunConfig:
     """Every parameter of a run. Empty strings mean "the default / auto-detect"."""
 
+    # 01_eda and 02_encoding: where the data is prepared
+    backend: str = _p("pandas", "where 01/02 prepare the data: pandas (one process) | spark (Spark DataFrames; "
+                      "same artifacts, for data past one machine's memory)", _EDA, _ENCODING)
+    spark_master: str = _p("local[2]", "with backend=spark: Spark's master, local[N] on this machine or a cluster's "
+                           "URL (spark://host:7077, yarn, k8s://...)", _EDA, _ENCODING)
     # 01_eda: input and cleaning
     data_path: str = _p("", "ratings file; empty = the embedded generated sample data/sample/ratings.csv", _EDA)
     user_col: str = _p("", "column holding user IDs; empty = auto-detect (user_id, UserID, reviewerID, ...)", _EDA)
@@ -133,6 +139,9 @@ class RunConfig:
             if not cond:
                 raise ParameterError(f"parameter {name}={getattr(self, name)!r}: expected {expected}")
 
+        need(self.backend in BACKENDS, "backend", " or ".join(BACKENDS))
+        need(bool(self.spark_master.strip()), "spark_master", "local[2], local[*] or a cluster URL such as "
+             "spark://host:7077")
         need(self.rating_max > self.rating_min, "rating_max", f"a value above rating_min={self.rating_min}")
         need(self.invalid in INVALID_POLICIES, "invalid", " or ".join(INVALID_POLICIES))
         try:
