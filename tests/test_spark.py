@@ -22,11 +22,15 @@ from recsys_utils.errors import ParameterError, RatingsFileError
 from recsys_utils.spark.ingest import LINE_COL, read_ratings_spark
 from recsys_utils.spark.prepare import clean_spark, split_and_encode, summarize_spark
 from recsys_utils.data.cleaning import summarize
+from recsys_utils.data.encoding import EncodedRatings
+from recsys_utils.models.baselines import BiasBaseline
 
 pyspark = pytest.importorskip("pyspark", reason="the Spark tests need PySpark (pip install -e '.[dev]')")
 if shutil.which("java") is None:
     pytest.fail("the Spark tests need Java 17+ (apt-get install -y default-jre-headless)", pytrace=False)
 
+from recsys_utils.models.keras import KerasRatingModel, TrainParams  # noqa: E402
+from recsys_utils.spark.als import SparkALS  # noqa: E402
 from recsys_utils.spark.session import positions, spark_session  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -230,3 +234,57 @@ def test_public_files_prepare_identically(spark, shared_data, tmp_path, relative
     expected = prepare_pandas(path, split=split, k=k)
     got = prepare_spark(spark, path, tmp_path / "work", split=split, k=k)
     assert_same(got, expected)
+
+
+# ----------------------------------------------------------------------------- Spark ALS
+def low_rank(seed: int = 0, n_users: int = 300, n_products: int = 150, per_user: int = 30, rank: int = 3):
+    """Ratings of a rank-3 taste matrix plus user/product offsets and noise, split 80/20, encoded."""
+    rng = np.random.default_rng(seed)
+    users = rng.normal(0, 0.6, (n_users, rank))
+    products = rng.normal(0, 0.6, (n_products, rank))
+    u = np.repeat(np.arange(n_users), per_user)
+    p = np.concatenate([rng.choice(n_products, per_user, replace=False) for _ in range(n_users)])
+    stars = (3.4 + rng.normal(0, 0.3, n_users)[u] + rng.normal(0, 0.3, n_products)[p]
+             + np.einsum("ij,ij->i", users[u], products[p]) + rng.normal(0, 0.25, len(u)))
+    stars = np.clip(np.round(stars * 2) / 2, 1, 5)
+    test = rng.random(len(u)) < 0.2
+    make = lambda m: EncodedRatings(u[m], p[m], stars[m], n_users, n_products)  # noqa: E731
+    return make(~test), make(test)
+
+
+def rmse(model, part) -> float:
+    return float(np.sqrt(np.mean((model.predict(part.user_idx, part.product_idx) - part.rating) ** 2)))
+
+
+def test_spark_als_predicts_stars_as_well_as_the_keras_model(spark):
+    train, test = low_rank()
+    als = SparkALS(rank=8, reg=0.1, max_iter=15, seed=1)
+    fm = als.fit(train)
+    keras_fm = KerasRatingModel(TrainParams(embedding_dim=8, epochs=40, seed=1), verbose=0).fit(train, test)
+    bias_rmse = rmse(BiasBaseline().fit(train), test)
+    als_rmse, keras_rmse = rmse(fm, test), rmse(keras_fm, test)
+    # the low-rank structure is learnt (well below the biases alone) and within 0.05 stars of Keras
+    assert als_rmse < bias_rmse - 0.1, (als_rmse, bias_rmse)
+    assert als_rmse <= keras_rmse + 0.05, (als_rmse, keras_rmse)
+    # the exported model adds exactly what ALSModel.transform predicts to the shrunk biases
+    F = pyspark.sql.functions
+    pairs = spark.createDataFrame(pd.DataFrame({"user_idx": test.user_idx[:200].astype(np.int32),
+                                                "product_idx": test.product_idx[:200].astype(np.int32)}))
+    got = als.als_model_.transform(pairs).select("user_idx", "product_idx", F.col("prediction")).toArrow()
+    u, p = got.column("user_idx").to_numpy(), got.column("product_idx").to_numpy()
+    np.testing.assert_allclose(fm.score(u, p), fm.global_bias + fm.user_bias[u] + fm.product_bias[p]
+                               + got.column("prediction").to_numpy(), atol=1e-4)
+
+
+def test_implicit_spark_als_top_n_equals_recommend_for_user_subset(spark):
+    train, _ = low_rank(seed=2)
+    als = SparkALS(rank=6, reg=0.05, max_iter=8, implicit=True, seed=3)
+    fm = als.fit(train)
+    assert not fm.predicts_ratings
+    users = np.array([0, 5, 17, 42, 299])
+    subset = spark.createDataFrame(pd.DataFrame({"user_idx": users.astype(np.int32)}))
+    recs = {r["user_idx"]: [x["product_idx"] for x in r["recommendations"]]
+            for r in als.als_model_.recommendForUserSubset(subset, 10).collect()}
+    top, _ = fm.recommend(users, 10)
+    for i, user in enumerate(users):
+        assert list(top[i]) == recs[int(user)], user

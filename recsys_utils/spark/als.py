@@ -28,7 +28,10 @@ from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.factors import FactorModel
 from recsys_utils.spark.session import DEFAULT_MASTER, import_pyspark, spark_session
 
-__all__ = ["SparkALS", "factors_of"]
+__all__ = ["TRAINERS", "SparkALS", "factors_of"]
+
+#: Who trains 03's models (``-p trainer``): the Keras models, or Spark's ALS (explicit for stars, implicit for lists).
+TRAINERS = ("keras", "spark_als")
 
 
 class SparkALS(Trainer):

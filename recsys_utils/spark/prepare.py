@@ -111,7 +111,7 @@ def _parts(df, method: str, test_fraction: float, valid_fraction: float, seed: i
         return positions(ranked, ["_h", "_ur", "_pr", LINE_COL], "_pos").withColumn(
             "_part", F.when(pos < n_test, 2).when(pos < n_test + n_valid, 1).otherwise(0))
     if method in ("per_user", "leave_last_out"):
-        if T not in df.columns:
+        if method == "leave_last_out" and T not in df.columns:
             _no_time(df, method)
         order = draw if method == "per_user" else [T] + draw
         w = W.partitionBy(U).orderBy(*order)
