@@ -88,7 +88,7 @@ def measure(stage: str, args: argparse.Namespace) -> dict:
     if proc.returncode:
         raise SystemExit(f"stage {stage} failed ({proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
-    result.update(stage=stage, wall_s=round(time.perf_counter() - t0, 1), peak_rss_gib=round(peak[0] / 2**30, 2))
+    result.update(stage=stage, wall_s=round(time.perf_counter() - t0, 1), peak_rss_mib=round(peak[0] / 2**20))
     return result
 
 
@@ -179,11 +179,16 @@ def main() -> None:
     for stage in args.stages.split(","):
         results.append(measure(stage, args))
         print(json.dumps(results[-1]), flush=True)
-    print("\n| stage | wall s | peak RSS GiB | result |\n| --- | --- | --- | --- |")
+    print("\n| stage | wall s | peak RSS MiB | result |\n| --- | --- | --- | --- |")
     for r in results:
-        rest = {k: v for k, v in r.items() if k not in ("stage", "wall_s", "peak_rss_gib")}
-        print(f"| {r['stage']} | {r['wall_s']} | {r['peak_rss_gib']} | {rest} |")
+        rest = {k: v for k, v in r.items() if k not in ("stage", "wall_s", "peak_rss_mib")}
+        print(f"| {r['stage']} | {r['wall_s']} | {r['peak_rss_mib']} | {rest} |")
     done = {r["stage"]: r for r in results}
+    if {"load_baseline", "load_frame", "load_columns"} <= set(done):
+        n = done["load_frame"]["train_ratings"]
+        for name in ("load_frame", "load_columns"):
+            extra = (done[name]["peak_rss_mib"] - done["load_baseline"]["peak_rss_mib"]) * 2**20
+            print(f"{name}: {extra / n:.0f} bytes of peak memory per training rating ({n:,} ratings)")
     if "pandas" in done and "spark" in done:
         same = all(done["pandas"][k] == done["spark"][k] for k in ("ratings_after_5core", "n_users", "n_products"))
         print(f"\npandas and Spark artifacts agree on rows and vocabularies: {same}")
