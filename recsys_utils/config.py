@@ -30,6 +30,8 @@ from recsys_utils.errors import ParameterError, setting
 from recsys_utils.io import read_json, write_json
 from recsys_utils.models.keras.ranking import RankingParams
 from recsys_utils.models.keras.train import ENGINES, TrainParams
+from recsys_utils.spark.als import TRAINERS
+from recsys_utils.spark.stages import BACKENDS
 
 __all__ = ["NOTEBOOK_STEMS", "RunConfig", "coerce_value", "resolve_config", "parse_grid"]
 
@@ -65,6 +67,11 @@ def _r(name: str, help: str) -> Any:
 class RunConfig:
     """Every parameter of a run. Empty strings mean "the default / auto-detect"."""
 
+    # 01_eda and 02_encoding: where the data is prepared
+    backend: str = _p("pandas", "where 01/02 prepare the data: pandas (one process) | spark (Spark DataFrames; "
+                      "same artifacts, for data past one machine's memory)", _EDA, _ENCODING)
+    spark_master: str = _p("local[2]", "with backend=spark: Spark's master, local[N] on this machine or a cluster's "
+                           "URL (spark://host:7077, yarn, k8s://...)", _EDA, _ENCODING, _TRAINING)
     # 01_eda: input and cleaning
     data_path: str = _p("", "ratings file; empty = the embedded generated sample data/sample/ratings.csv", _EDA)
     user_col: str = _p("", "column holding user IDs; empty = auto-detect (user_id, UserID, reviewerID, ...)", _EDA)
@@ -88,6 +95,10 @@ class RunConfig:
     seed: int = _p(_DEFAULT_TRAINING.seed, "seed for splitting, initialisation and shuffling",
                    _ENCODING, _TRAINING, _RECOMMENDATION)
     # 03_training: model and fit
+    trainer: str = _p("keras", "keras (the Keras rating and ranking models) | spark_als (Spark ALS: explicit on the "
+                      "residuals of the shrunk biases for stars, implicit for the lists; rank = embedding_dim)", _TRAINING)
+    als_reg: float = _p(0.1, "trainer=spark_als: ALS regParam (per rating, ALS-WR)", _TRAINING)
+    als_iterations: int = _p(10, "trainer=spark_als: ALS sweeps", _TRAINING)
     embedding_dim: int = _t("embedding_dim", "size of the user and product embeddings")
     use_bias: bool = _t("use_bias", "add global, user and product bias terms before the sigmoid")
     l2: float = _t("l2", "per-rating L2 penalty on the embedding rows a batch touches")
@@ -133,6 +144,9 @@ class RunConfig:
             if not cond:
                 raise ParameterError(f"parameter {setting(name, getattr(self, name))}: expected {expected}")
 
+        need(self.backend in BACKENDS, "backend", " or ".join(BACKENDS))
+        need(bool(self.spark_master.strip()), "spark_master", "local[2], local[*] or a cluster URL such as "
+             "spark://host:7077")
         need(self.rating_max > self.rating_min, "rating_max", f"a value above {setting('rating_min', self.rating_min)}")
         need(self.invalid in INVALID_POLICIES, "invalid", " or ".join(INVALID_POLICIES))
         try:
@@ -154,6 +168,9 @@ class RunConfig:
         )
         need(self.seed >= 0, "seed", "a non-negative integer")
         need(self.embedding_dim >= 1, "embedding_dim", "an integer >= 1")
+        need(self.trainer in TRAINERS, "trainer", " or ".join(TRAINERS))
+        need(math.isfinite(self.als_reg) and self.als_reg >= 0, "als_reg", "a finite number >= 0")
+        need(self.als_iterations >= 1, "als_iterations", "an integer >= 1")
         need(self.l2 >= 0, "l2", "a non-negative number")
         need(self.bias_l2 >= 0, "bias_l2", "a non-negative number")
         need(self.epochs >= 1, "epochs", "an integer >= 1")

@@ -26,6 +26,7 @@ LAYERS = {
     "models": 3,
     "retrieval": 4,
     "evaluation": 4,
+    "spark": 4,
     "explore": 5,
     "config": 6,
     "runs": 7,
@@ -122,11 +123,12 @@ def test_modules_stay_small(module):
     assert n <= MAX_LINES, f"{module} has {n} lines: split it by concern"
 
 
-def test_importing_every_module_does_not_import_tensorflow():
-    # nor papermill, faiss, nbconvert (the reports render on demand) or playwright (the browser test only)
+def test_importing_every_module_loads_no_heavy_framework():
+    # nor the reports' renderer (nbconvert), the browser test's driver (playwright) or Spark
     code = ("import importlib, sys\n"
             f"for name in {sorted(set(MODULES) - {'recsys_utils.__main__'})!r}:\n"
             "    importlib.import_module(name)\n"
-            "print(sorted(m for m in ('tensorflow', 'keras', 'papermill', 'faiss', 'playwright', 'nbconvert') if m in sys.modules))\n")
+            "print(sorted(m for m in ('tensorflow', 'keras', 'papermill', 'faiss', 'playwright', 'nbconvert', "
+            "'pyspark', 'py4j') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_utils.data.encoding import UNKNOWN_INDEX, Encoders, IdEncoder
+from recsys_utils.data.encoding import UNKNOWN_INDEX, EncodedRatings, Encoders, IdEncoder
 from recsys_utils.errors import ParameterError, RunError, UnknownIDError
 
 IDS = ["B00X", "0594481813", "A1", "594481813", "0594481813", "B00X", "a0"]
@@ -190,3 +190,23 @@ def test_vocabulary_is_sorted_by_code_point_like_python_for_any_script():
     enc = IdEncoder("product").fit(ids * 2)
     assert list(enc.ids) == sorted(ids)
     assert enc.transform(["ä", "9"]).tolist() == [sorted(ids).index("ä"), sorted(ids).index("9")]
+
+
+def test_from_parquet_reads_the_same_rows_as_from_frame(tmp_path):
+    frame = pd.DataFrame({"user_id": pd.array(["a", "b", "c", "a"], dtype="string"),
+                          "product_id": pd.array(["x", "y", "x", "z"], dtype="string"),
+                          "rating": [4.0, 2.5, 5.0, 1.0],
+                          "user_idx": np.array([0, 1, UNKNOWN_INDEX, 0], dtype=np.int32),
+                          "product_idx": np.array([0, 1, 0, UNKNOWN_INDEX], dtype=np.int32)})
+    path = tmp_path / "valid.parquet"
+    frame.to_parquet(path)
+    a = EncodedRatings.from_frame(frame, 2, 2, drop_unknown=True)
+    b = EncodedRatings.from_parquet(path, 2, 2, drop_unknown=True)
+    assert len(b) == 2
+    for name in ("user_idx", "product_idx", "rating"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert getattr(a, name).dtype == getattr(b, name).dtype
+    with pytest.raises(ParameterError, match=r"user_idx\[2\] = -1"):
+        EncodedRatings.from_parquet(path, 2, 2)
+    with pytest.raises(RunError, match="has 02_encoding run"):
+        EncodedRatings.from_parquet(tmp_path / "missing.parquet", 2, 2)

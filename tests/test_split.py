@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from recsys_utils.errors import ParameterError
-from recsys_utils.data.split import Split, describe_split, split_ratings
+from recsys_utils.data.hashing import xxhash64_longs
+from recsys_utils.data.split import Split, describe_split, seeded_order, split_ratings
 
 METHODS = ["random", "per_user", "temporal", "leave_last_out"]
 
@@ -139,7 +140,7 @@ def per_user_counts(part: pd.DataFrame) -> dict[str, int]:
     [(0.2, 0.2), (0.1, 0.1), (0.3, 0.45), (0.85, 0.01), (0.5, 0.49)],
 )
 def test_per_user_held_out_counts_follow_the_rounding_rule(test_fraction, valid_fraction):
-    df = ratings(seed=4)
+    df = ratings(seed=4).drop_duplicates(["user_id", "product_id"]).reset_index(drop=True)
     s = split_ratings(df, "per_user", test_fraction=test_fraction, valid_fraction=valid_fraction, seed=9)
     total = per_user_counts(df)
     expected = reference_per_user_counts(total, test_fraction, valid_fraction)
@@ -295,3 +296,37 @@ def test_describe_split_counts_unseen_users_and_products():
     assert out["sizes"] == {"train": 3, "valid": 5, "test": 4}
     assert out["valid"] == {"rows": 5, "unseen_users": 1, "unseen_products": 1, "rows_with_unseen_user_or_product": 3}
     assert out["test"] == {"rows": 4, "unseen_users": 2, "unseen_products": 2, "rows_with_unseen_user_or_product": 3}
+
+
+# ----------------------------------------------------------------------------- the seeded order
+@pytest.mark.parametrize("method", ["random", "per_user", "leave_last_out"])
+def test_split_depends_on_the_rows_not_their_order(method):
+    """The seeded order hashes (user, product), so shuffling the input's rows holds out the same ratings."""
+    df = ratings(seed=3)
+    shuffled = df.sample(frac=1.0, random_state=9).reset_index(drop=True)
+    a, b = split_ratings(df, method, seed=11), split_ratings(shuffled, method, seed=11)
+    for part in ("train", "valid", "test"):
+        key = lambda d: sorted(zip(d["user_id"], d["product_id"]))  # noqa: E731
+        assert key(getattr(a, part)) == key(getattr(b, part)), part
+
+
+def test_seeded_order_is_the_hash_of_seed_and_ranks():
+    df = pd.DataFrame({"user_id": ["b", "a", "b", "c"], "product_id": ["x", "y", "y", "x"]})
+    u_rank, p_rank = np.array([1, 0, 1, 2]), np.array([0, 1, 1, 0])  # code-point order of the IDs
+    h = xxhash64_longs(5, u_rank, p_rank)
+    assert list(seeded_order(df, 5)) == list(np.lexsort((np.arange(4), p_rank, u_rank, h)))
+    # the hash itself: Spark 4.3 answers `SELECT xxhash64(0L)` with this value
+    assert xxhash64_longs(0)[0] == np.int64(-5252525462095825812)
+
+
+def test_random_split_holds_out_a_uniform_draw():
+    """Each row is as likely to be held out: over 200 seeds every row's test share is near 10 %."""
+    df = ratings(seed=4).drop_duplicates(["user_id", "product_id"]).reset_index(drop=True)
+    counts = np.zeros(len(df))
+    key = {pair: i for i, pair in enumerate(zip(df["user_id"], df["product_id"]))}
+    for seed in range(200):
+        test = split_ratings(df, "random", seed=seed).test
+        counts[[key[pair] for pair in zip(test["user_id"], test["product_id"])]] += 1
+    share = counts / 200
+    assert abs(share.mean() - 0.1) < 0.01
+    assert share.std() < 0.035  # binomial(200, 0.1) / 200 has sd 0.021

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from recsys_utils.constants import (
     DEFAULT_PRODUCT_COL,
@@ -285,6 +286,36 @@ class EncodedRatings:
         u = df[USER_INDEX_COL].to_numpy()
         p = df[PRODUCT_INDEX_COL].to_numpy()
         r = df[col_rating].to_numpy(dtype=np.float64)
+        if drop_unknown:
+            known = (u != UNKNOWN_INDEX) & (p != UNKNOWN_INDEX)
+            u, p, r = u[known], p[known], r[known]
+        return cls(u, p, r, n_users, n_products, rating_min, rating_max)
+
+    @classmethod
+    def from_parquet(
+        cls,
+        path: str | Path,
+        n_users: int,
+        n_products: int,
+        *,
+        rating_min: float = RATING_MIN,
+        rating_max: float = RATING_MAX,
+        drop_unknown: bool = False,
+        col_rating: str = DEFAULT_RATING_COL,
+    ) -> "EncodedRatings":
+        """The index and rating columns of an encoded split's Parquet file (or Spark's folder of parts).
+
+        Only those three columns are read, straight into NumPy: the string IDs never become
+        a frame, so memory is the arrays themselves (24 bytes a rating once checked) rather
+        than pandas' string columns. Same result as :meth:`from_frame` on the whole file.
+        """
+        try:
+            table = pq.read_table(Path(path), columns=[USER_INDEX_COL, PRODUCT_INDEX_COL, col_rating])
+        except FileNotFoundError:
+            raise RunError(f"{path} not found: has 02_encoding run?") from None
+        u, p = (table.column(c).to_numpy() for c in (USER_INDEX_COL, PRODUCT_INDEX_COL))
+        r = table.column(col_rating).to_numpy().astype(np.float64, copy=False)
+        del table
         if drop_unknown:
             known = (u != UNKNOWN_INDEX) & (p != UNKNOWN_INDEX)
             u, p, r = u[known], p[known], r[known]

@@ -1,6 +1,9 @@
 """Train/validation/test splits: random, per-user, temporal, leave-last-out.
 
-Every split is deterministic for a seed and vectorized (no loop over users). Which
+Every split is deterministic for a seed and vectorized (no loop over users). "Random" means
+ordered by a seeded hash of each row's (user, product) — :func:`seeded_order` — not by a
+generator's stream, so the Spark backend (:mod:`recsys_utils.spark`) draws exactly the same
+split from the same cleaned table whatever its row order or partitioning. Which
 users and products of the held-out parts never occur in training is reported by
 :func:`describe_split`, so the evaluation can say how it treats them.
 """
@@ -13,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
+from recsys_utils.data.hashing import xxhash64_longs
 from recsys_utils.errors import ParameterError, setting
 
-__all__ = ["SPLITS", "Split", "split_ratings", "describe_split", "require_every_part"]
+__all__ = ["SPLITS", "Split", "split_ratings", "seeded_order", "quantile_lower_index", "describe_split",
+           "require_every_part"]
 
 #: How ``split_ratings`` holds out validation and test ratings.
 SPLITS = ("random", "per_user", "temporal", "leave_last_out")
@@ -60,7 +65,9 @@ def split_ratings(
     test_fraction, valid_fraction : float
         Shares of the ratings held out (ignored by ``leave_last_out``).
     seed : int
-        Makes the split reproducible.
+        Makes the split reproducible: rows are drawn in the order of :func:`seeded_order`
+        (``random``; within each user for ``per_user``; ties of equal latest timestamps for
+        ``leave_last_out``).
     """
     if method not in SPLITS:
         raise ParameterError(f"split={method!r}: expected one of {', '.join(SPLITS)}")
@@ -72,11 +79,12 @@ def split_ratings(
             f"test_fraction + valid_fraction = {test_fraction + valid_fraction:g}: expected below 1"
         )
     n = len(df)
-    rng = np.random.default_rng(seed)
     part = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
+    draw = np.empty(n, dtype=np.int64)  # each row's place in the seeded order
+    draw[seeded_order(df, seed, col_user=col_user)] = np.arange(n)
 
     if method == "random":
-        order = rng.permutation(n)
+        order = np.argsort(draw)
         n_test = int(round(n * test_fraction))
         n_valid = int(round(n * valid_fraction))
         part[order[:n_test]] = 2
@@ -84,12 +92,12 @@ def split_ratings(
     elif method in ("per_user", "leave_last_out"):
         users = pd.factorize(df[col_user])[0]
         if method == "per_user":
-            order = np.lexsort((rng.random(n), users))
+            order = np.lexsort((draw, users))
         else:
             _require_time(df, col_time, method)
             # latest last; ties among equal timestamps broken by the seed
             t = _time_ns(df[col_time])
-            order = np.lexsort((rng.random(n), t, users))
+            order = np.lexsort((draw, t, users))
         sorted_users = users[order]
         counts = np.bincount(users)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -111,8 +119,9 @@ def split_ratings(
     else:  # temporal
         _require_time(df, col_time, method)
         t = _time_ns(df[col_time])
-        train_end = np.quantile(t, 1 - test_fraction - valid_fraction, method="lower")
-        valid_end = np.quantile(t, 1 - test_fraction, method="lower")
+        t_sorted = np.sort(t)
+        train_end = t_sorted[quantile_lower_index(n, 1 - test_fraction - valid_fraction)]
+        valid_end = t_sorted[quantile_lower_index(n, 1 - test_fraction)]
         part[t > train_end] = 1
         part[t > valid_end] = 2
         if (part == 0).sum() == 0 or (part == 2).sum() == 0:
@@ -126,6 +135,31 @@ def split_ratings(
         valid=df.loc[part == 1].reset_index(drop=True),
         test=df.loc[part == 2].reset_index(drop=True),
     )
+
+
+def seeded_order(df: pd.DataFrame, seed: int, *, col_user: str = DEFAULT_USER_COL,
+                 col_product: str = DEFAULT_PRODUCT_COL) -> np.ndarray:
+    """Row positions of ``df`` in the seed's order: by ``xxhash64(seed, user rank, product rank)``.
+
+    A user's (product's) rank is its place among the table's distinct user (product) IDs
+    sorted by code point. Ties of the 64-bit hash are broken by the ranks, then by position,
+    so the order is a permutation fixed by the seed and the table's content — which the Spark
+    backend reproduces bit for bit with Spark SQL's ``xxhash64`` on the same ranks.
+    """
+    u_rank = pd.factorize(df[col_user], sort=True)[0].astype(np.int64)
+    p_rank = (pd.factorize(df[col_product], sort=True)[0].astype(np.int64) if col_product in df.columns
+              else np.zeros(len(df), dtype=np.int64))
+    h = xxhash64_longs(int(seed), u_rank, p_rank)
+    return np.lexsort((np.arange(len(df)), p_rank, u_rank, h))
+
+
+def quantile_lower_index(n: int, q: float) -> int:
+    """The index of ``np.quantile(x, q, method="lower")`` in ``sorted(x)`` for ``n`` values.
+
+    NumPy's formula (``floor((n - 1) * q)``), written out so Spark can pick the same order
+    statistic without sorting on the driver.
+    """
+    return int(np.clip(np.floor(np.float64(n - 1) * np.float64(q)), 0, n - 1))
 
 
 def _time_ns(col: pd.Series) -> np.ndarray:

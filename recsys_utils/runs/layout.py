@@ -245,7 +245,7 @@ _DAMAGE = (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfi
 def read_artifact(path: Path, load: Callable[[Path], Any]) -> Any:
     """``load(path)``, with any failure turned into a :class:`RunError` naming the file and its writer."""
     writer = WRITTEN_BY.get(path.name, "the notebook that writes it")
-    if not path.is_file():
+    if not (path.is_file() or (path.suffix == ".parquet" and path.is_dir())):  # the Spark backend writes folders
         raise RunError(f"{path} is missing; it is written by {writer}: run the notebooks up to it "
                        f"(run dir {path.parent.parent if path.parent.name == 'artifacts' else path.parent})")
     try:
