@@ -7,6 +7,7 @@ Constructed metrics check each sentence and that it changes when the numbers cha
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -208,9 +209,8 @@ def winners(metrics: dict) -> tuple[str, str]:
 
 
 def html_text(path: Path) -> str:
-    """The page's text with tags removed and entities of the few characters findings use decoded."""
-    text = re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8"))
-    return text.replace("&#39;", "'").replace("&amp;", "&").replace("&quot;", '"')
+    """The page's text: tags removed, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
 
 
 def check_run(run_dir: Path) -> None:
