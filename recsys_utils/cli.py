@@ -6,7 +6,7 @@ Examples
 
     python -m recsys_utils run                                  # the default sample, all five notebooks
     python -m recsys_utils run --data ratings_Electronics.csv -p min_user_ratings 5 -p epochs 10
-    python -m recsys_utils recommend --run reports/<run> --user AGS80VPNZH081T --top-n 10
+    python -m recsys_utils recommend --run reports/<run> --user A7A38B97RWEGBZ --top-n 10
     python -m recsys_utils sweep -p embedding_dim 16,32,64 -p l2 0.001,0.005   # one comparison report
     python -m recsys_utils runs                                 # every run and its state (ok/failed/interrupted)
     python -m recsys_utils params                               # every parameter, default and meaning
