@@ -283,9 +283,13 @@ class EncodedRatings:
         was fitted (index -1) are left out: a validation split may hold them, and a model
         has no embedding to score them with. Otherwise they are an error.
         """
-        u = df[USER_INDEX_COL].to_numpy()
-        p = df[PRODUCT_INDEX_COL].to_numpy()
-        r = df[col_rating].to_numpy(dtype=np.float64)
+        return cls._of_columns(df[USER_INDEX_COL].to_numpy(), df[PRODUCT_INDEX_COL].to_numpy(),
+                               df[col_rating].to_numpy(dtype=np.float64), n_users, n_products, rating_min,
+                               rating_max, drop_unknown)
+
+    @classmethod
+    def _of_columns(cls, u: np.ndarray, p: np.ndarray, r: np.ndarray, n_users: int, n_products: int,
+                    rating_min: float, rating_max: float, drop_unknown: bool) -> "EncodedRatings":
         if drop_unknown:
             known = (u != UNKNOWN_INDEX) & (p != UNKNOWN_INDEX)
             u, p, r = u[known], p[known], r[known]
@@ -316,10 +320,7 @@ class EncodedRatings:
         u, p = (table.column(c).to_numpy() for c in (USER_INDEX_COL, PRODUCT_INDEX_COL))
         r = table.column(col_rating).to_numpy().astype(np.float64, copy=False)
         del table
-        if drop_unknown:
-            known = (u != UNKNOWN_INDEX) & (p != UNKNOWN_INDEX)
-            u, p, r = u[known], p[known], r[known]
-        return cls(u, p, r, n_users, n_products, rating_min, rating_max)
+        return cls._of_columns(u, p, r, n_users, n_products, rating_min, rating_max, drop_unknown)
 
 
 def _check_indices(idx: object, n: int, name: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from recsys_utils.data.hashing import xxhash64_longs
 from recsys_utils.errors import ParameterError, setting
 
 __all__ = ["SPLITS", "Split", "split_ratings", "seeded_order", "quantile_lower_index", "describe_split",
-           "require_every_part"]
+           "require_every_part", "check_part_sizes"]
 
 #: How ``split_ratings`` holds out validation and test ratings.
 SPLITS = ("random", "per_user", "temporal", "leave_last_out")
@@ -205,7 +205,21 @@ def require_every_part(split: Split, method: str, n_ratings: int) -> Split:
     Training stops early on the validation part and evaluation scores the test part, so an
     empty one (a tiny input) would fail later with an unhelpful error.
     """
-    sizes = split.sizes()
+    check_part_sizes(split.sizes(), method, n_ratings)
+    known = (split.valid[DEFAULT_USER_COL].isin(split.train[DEFAULT_USER_COL])
+             & split.valid[DEFAULT_PRODUCT_COL].isin(split.train[DEFAULT_PRODUCT_COL]))
+    if not known.any():
+        raise ParameterError(
+            f"{setting('split', method)} of {n_ratings} ratings: none of the {sizes['valid']} validation ratings has a user "
+            "and a product seen in training, so early stopping (03_training) has nothing to score; expected some: "
+            "use a larger ratings file or raise min_user_ratings/min_product_ratings"
+        )
+    return split
+
+
+def check_part_sizes(sizes: dict[str, int], method: str, n_ratings: int) -> None:
+    """Refuse a split that left a part empty, saying how many each got and what to change
+    (both backends: the pandas split here and :mod:`recsys_utils.spark.prepare`)."""
     empty = [name for name, n in sizes.items() if n == 0]
     if empty:
         got = ", ".join(f"{name} {n}" for name, n in sizes.items())
@@ -216,12 +230,3 @@ def require_every_part(split: Split, method: str, n_ratings: int) -> Split:
             f"{hint}); expected ratings in each: use a larger ratings file, lower min_user_ratings/min_product_ratings, "
             f"raise test_fraction/valid_fraction, or choose {setting('split', 'random')}"
         )
-    known = (split.valid[DEFAULT_USER_COL].isin(split.train[DEFAULT_USER_COL])
-             & split.valid[DEFAULT_PRODUCT_COL].isin(split.train[DEFAULT_PRODUCT_COL]))
-    if not known.any():
-        raise ParameterError(
-            f"{setting('split', method)} of {n_ratings} ratings: none of the {sizes['valid']} validation ratings has a user "
-            "and a product seen in training, so early stopping (03_training) has nothing to score; expected some: "
-            "use a larger ratings file or raise min_user_ratings/min_product_ratings"
-        )
-    return split

@@ -16,7 +16,7 @@ from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFA
 from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
 from recsys_utils.data.cleaning import DUPLICATE_POLICIES, CleaningStep
 from recsys_utils.data.encoding import UNKNOWN_INDEX, Encoders, IdEncoder
-from recsys_utils.data.split import MIN_RATINGS_TO_HOLD_OUT, SPLITS, quantile_lower_index
+from recsys_utils.data.split import MIN_RATINGS_TO_HOLD_OUT, SPLITS, check_part_sizes, quantile_lower_index
 from recsys_utils.errors import ParameterError, RatingsFileError
 from recsys_utils.spark.ingest import LINE_COL
 from recsys_utils.spark.session import import_pyspark, positions
@@ -169,7 +169,7 @@ def split_and_encode(df, method: str = "random", *, test_fraction: float = 0.1, 
     if method == "temporal" and (sizes["train"] == 0 or sizes["test"] == 0):
         raise ParameterError("split='temporal': the timestamps take too few distinct values to cut them at "
                              f"test_fraction={test_fraction}, valid_fraction={valid_fraction}")
-    _require_sizes(sizes, method, n)
+    check_part_sizes(sizes, method, n)
     train = parted.where(F.col("_part") == 0)
     vocab_u, vocab_p = _ranks(train, U, USER_INDEX_COL), _ranks(train, P, PRODUCT_INDEX_COL)
     encoded = (parted.join(vocab_u, U, "left").join(vocab_p, P, "left")
@@ -200,15 +200,3 @@ def split_and_encode(df, method: str = "random", *, test_fraction: float = 0.1, 
 
 def _encoder(vocab, col: str, index: str, kind: str) -> IdEncoder:
     return IdEncoder.from_ids((r[col] for r in vocab.orderBy(index).toLocalIterator()), kind)
-
-
-def _require_sizes(sizes: dict, method: str, n: int) -> None:
-    empty = [name for name, k in sizes.items() if k == 0]
-    if empty:
-        got = ", ".join(f"{name} {k}" for name, k in sizes.items())
-        hint = ("users need at least 3 ratings to give one to validation and test"
-                if method in ("per_user", "leave_last_out") else "the fractions of a few ratings round to zero")
-        raise ParameterError(
-            f"split={method!r} of {n} ratings left the {' and '.join(empty)} part(s) empty ({got}; {hint}); "
-            "expected ratings in each: use a larger ratings file, lower min_user_ratings/min_product_ratings, "
-            "raise test_fraction/valid_fraction, or choose split='random'")
