@@ -205,7 +205,8 @@ def require_every_part(split: Split, method: str, n_ratings: int) -> Split:
     Training stops early on the validation part and evaluation scores the test part, so an
     empty one (a tiny input) would fail later with an unhelpful error.
     """
-    check_part_sizes(split.sizes(), method, n_ratings)
+    sizes = split.sizes()
+    check_part_sizes(sizes, method, n_ratings)
     known = (split.valid[DEFAULT_USER_COL].isin(split.train[DEFAULT_USER_COL])
              & split.valid[DEFAULT_PRODUCT_COL].isin(split.train[DEFAULT_PRODUCT_COL]))
     if not known.any():
