@@ -20,7 +20,7 @@ from recsys_utils.data.hashing import xxhash64_longs
 from recsys_utils.errors import ParameterError, setting
 
 __all__ = ["SPLITS", "Split", "split_ratings", "seeded_order", "quantile_lower_index", "describe_split",
-           "require_every_part", "check_part_sizes"]
+           "require_every_part", "check_split_args", "check_part_sizes"]
 
 #: How ``split_ratings`` holds out validation and test ratings.
 SPLITS = ("random", "per_user", "temporal", "leave_last_out")
@@ -69,15 +69,7 @@ def split_ratings(
         (``random``; within each user for ``per_user``; ties of equal latest timestamps for
         ``leave_last_out``).
     """
-    if method not in SPLITS:
-        raise ParameterError(f"split={method!r}: expected one of {', '.join(SPLITS)}")
-    for name, val in (("test_fraction", test_fraction), ("valid_fraction", valid_fraction)):
-        if not 0 < val < 1:
-            raise ParameterError(f"{name}={val!r}: expected a fraction strictly between 0 and 1")
-    if test_fraction + valid_fraction >= 1:
-        raise ParameterError(
-            f"test_fraction + valid_fraction = {test_fraction + valid_fraction:g}: expected below 1"
-        )
+    check_split_args(method, test_fraction, valid_fraction)
     n = len(df)
     part = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
     draw = np.empty(n, dtype=np.int64)  # each row's place in the seeded order
@@ -216,6 +208,19 @@ def require_every_part(split: Split, method: str, n_ratings: int) -> Split:
             "use a larger ratings file or raise min_user_ratings/min_product_ratings"
         )
     return split
+
+
+def check_split_args(method: str, test_fraction: float, valid_fraction: float) -> None:
+    """Refuse an unknown policy or fractions that leave no training part (both backends)."""
+    if method not in SPLITS:
+        raise ParameterError(f"split={method!r}: expected one of {', '.join(SPLITS)}")
+    for name, val in (("test_fraction", test_fraction), ("valid_fraction", valid_fraction)):
+        if not 0 < val < 1:
+            raise ParameterError(f"{name}={val!r}: expected a fraction strictly between 0 and 1")
+    if test_fraction + valid_fraction >= 1:
+        raise ParameterError(
+            f"test_fraction + valid_fraction = {test_fraction + valid_fraction:g}: expected below 1"
+        )
 
 
 def check_part_sizes(sizes: dict[str, int], method: str, n_ratings: int) -> None:

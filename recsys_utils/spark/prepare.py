@@ -16,7 +16,12 @@ from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFA
 from recsys_utils.constants import PRODUCT_INDEX_COL, USER_INDEX_COL
 from recsys_utils.data.cleaning import DUPLICATE_POLICIES, CleaningStep
 from recsys_utils.data.encoding import UNKNOWN_INDEX, Encoders, IdEncoder
-from recsys_utils.data.split import MIN_RATINGS_TO_HOLD_OUT, SPLITS, check_part_sizes, quantile_lower_index
+from recsys_utils.data.split import (
+    MIN_RATINGS_TO_HOLD_OUT,
+    check_part_sizes,
+    check_split_args,
+    quantile_lower_index,
+)
 from recsys_utils.errors import ParameterError, RatingsFileError
 from recsys_utils.spark.ingest import LINE_COL
 from recsys_utils.spark.session import import_pyspark, positions
@@ -153,13 +158,7 @@ def split_and_encode(df, method: str = "random", *, test_fraction: float = 0.1, 
     or a validation part without known pairs raises as ``require_every_part`` does.
     """
     F = import_pyspark().F
-    if method not in SPLITS:
-        raise ParameterError(f"split={method!r}: expected one of {', '.join(SPLITS)}")
-    for name, val in (("test_fraction", test_fraction), ("valid_fraction", valid_fraction)):
-        if not 0 < val < 1:
-            raise ParameterError(f"{name}={val!r}: expected a fraction strictly between 0 and 1")
-    if test_fraction + valid_fraction >= 1:
-        raise ParameterError(f"test_fraction + valid_fraction = {test_fraction + valid_fraction:g}: expected below 1")
+    check_split_args(method, test_fraction, valid_fraction)
     n = df.count()
     parted = _parts(df, method, test_fraction, valid_fraction, seed, n).select(
         *df.columns, "_part").localCheckpoint(eager=True)
