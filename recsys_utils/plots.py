@@ -232,14 +232,15 @@ def model_comparison(table: pd.DataFrame, metrics: Sequence[str] = ("rmse", "mae
 
 def error_by_bucket(table: pd.DataFrame, *, metric: str = "rmse") -> Figure:
     """Error per user-activity bucket for each model; ``table`` has model, bucket, n, metric."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(8, 4.4))
     keys = list(dict.fromkeys(table["model"].astype(str)))
     shown = table.assign(model=table["model"].astype(str).map(model_label))
     sns.barplot(data=shown, x="bucket", y=metric, hue="model", ax=ax, hue_order=[model_label(k) for k in keys],
                 palette=[model_color(k) for k in keys], saturation=1)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False, title=None)
+    # the legend under the axes: long model names beside them squeezed the buckets' labels together
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.3), ncols=2, frameon=False, title=None)
     counts = table.drop_duplicates("bucket").set_index("bucket")["n"]
-    ax.set_xticks(range(len(counts)), [f"{b}\n(n={n})" for b, n in counts.items()])
+    ax.set_xticks(range(len(counts)), [f"{b}\n(n={int(n):,})" for b, n in counts.items()])
     ax.set(xlabel="user's training ratings", ylabel=f"{metric.upper()} (stars)", title="Error by user activity")
     fig.tight_layout()
     return fig
