@@ -113,7 +113,9 @@ class RunConfig:
                             "only on fewer training ratings than this (0 = never)")
     strong_l2: float = _t("strong_l2", "with biases, also fit with this l2 and keep the better on validation (0 = no)")
     wide_margin: float = _t("wide_margin", "with biases, also fit a sigmoid reaching this many stars beyond the scale "
-                            "(nearly linear), closed-form biases held; kept if better on validation (0 = no)")
+                            "(nearly linear), closed-form biases held (0 = no)")
+    select_se: float = _t("select_se", "between fits: keep the wide fit unless another's validation MSE is lower by "
+                          "more than this many standard errors (one-standard-error rule; 0 = the lowest wins)")
     engine: str = _t("engine", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
     # 03_training: the ranking model (which products a user chooses; orders the top-N lists)
     rank_embedding_dim: int = _r("rank_embedding_dim", "ranking model: size of the user and product embeddings")
@@ -184,7 +186,7 @@ class RunConfig:
         need(self.rank_patience >= 0, "rank_patience", "an integer >= 0")
         need(self.min_epoch_ratings >= 0, "min_epoch_ratings", "an integer >= 0")
         need(self.compare_below >= 0, "compare_below", "an integer >= 0")
-        for name in ("strong_l2", "wide_margin"):
+        for name in ("strong_l2", "wide_margin", "select_se"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "a finite number >= 0")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(self.k >= 1, "k", "an integer >= 1")

@@ -21,7 +21,7 @@ from recsys_utils.errors import ParameterError
 from recsys_utils.evaluation.experiment import predict_with_fallback
 from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.keras.model import extract_weights, to_factor_model
-from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, train_model
+from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, one_se_choice, train_model
 
 #: The defaults before the fits were compared: one fit, epochs counted in passes.
 OLD = {"strong_l2": 0.0, "wide_margin": 0.0, "min_epoch_ratings": 0}
@@ -94,18 +94,44 @@ def test_on_bias_only_high_mean_data_the_model_beats_the_bias_baseline(bias_data
 
 
 @pytest.mark.slow
-def test_the_kept_fit_has_the_lowest_validation_rmse(bias_data, bias_fits):
+def test_the_kept_fit_follows_the_one_standard_error_rule(bias_data, bias_fits):
     _, valid, _ = bias_data
     trainer, fm, _ = bias_fits
     res = trainer.result_
     names = [c["fit"] for c in res.candidates]
     assert names == list(FITS)  # all three ran, in order
-    best = min(res.candidates, key=lambda c: c["best_rmse"])
-    assert res.fit == best["fit"] and fm.link_margin == best["link_margin"] == res.link_margin
-    # the returned factor model's own validation RMSE, recomputed here, is the kept fit's
-    assert rmse(fm, valid) == pytest.approx(best["best_rmse"], abs=1e-4)
-    assert rmse(fm, valid) <= min(c["best_rmse"] for c in res.candidates) + 1e-4
+    by = {c["fit"]: c for c in res.candidates}
+    # the numbers the rule read agree with each fit's own validation RMSE curve
+    for c in res.candidates:
+        assert np.sqrt(c["val_mse"]) == pytest.approx(c["best_rmse"], abs=1e-4)
+    # the returned factor model's validation MSE, recomputed here, is the kept fit's
+    assert rmse(fm, valid) ** 2 == pytest.approx(by[res.fit]["val_mse"], abs=1e-4)
+    assert fm.link_margin == by[res.fit]["link_margin"] == res.link_margin
+    beat = [n for n in ("main", "strong_l2") if by[n]["mse_minus_reference"] + by[n]["standard_error"] < 0]
+    expected = min(beat, key=lambda n: by[n]["val_mse"]) if beat else "wide"
+    assert res.fit == expected
     assert {c["fit"]: c["l2"] for c in res.candidates} == {"main": 0.005, "strong_l2": 0.02, "wide": 0.005}
+
+
+def test_one_se_choice_keeps_the_reference_unless_beaten_by_more_than_the_noise():
+    rng = np.random.default_rng(0)
+    ref = rng.gamma(1.0, 1.0, 400)
+    noisy_win = ref + rng.normal(-0.02, 1.0, 400)   # lower on average, by far less than one SE (~0.05)
+    clear_win = 0.5 * ref                             # lower by half on every row
+    d = noisy_win - ref
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    assert d.mean() < 0 and d.mean() + se > 0  # the premise: lower, but inside one standard error
+    name, numbers = one_se_choice({"main": noisy_win, "wide": ref}, "wide", 1.0)
+    assert name == "wide"
+    assert numbers["main"]["mse_minus_reference"] == pytest.approx(d.mean())
+    assert numbers["main"]["standard_error"] == pytest.approx(se)
+    assert numbers["wide"] == {"val_mse": pytest.approx(ref.mean())}
+    # select_se 0 is the plain minimum; a clear win replaces the reference; the lowest of the winners wins
+    assert one_se_choice({"main": noisy_win, "wide": ref}, "wide", 0.0)[0] == "main"
+    assert one_se_choice({"main": noisy_win, "strong_l2": clear_win, "wide": ref}, "wide", 1.0)[0] == "strong_l2"
+    assert one_se_choice({"main": 0.4 * ref, "strong_l2": clear_win, "wide": ref}, "wide", 1.0)[0] == "main"
+    # without the reference among the fits: the lowest
+    assert one_se_choice({"main": noisy_win, "strong_l2": ref}, "wide", 1.0)[0] == "main"
 
 
 # ------------------------------------------------------------------ the wide fit

@@ -13,14 +13,16 @@ permutation and applies Adam only to the embedding rows a batch looked up
 ``benchmarks/bench_train.py`` measures both.
 
 With a validation split, biases and fewer than ``compare_below`` training ratings,
-:func:`train_model` fits three variants of the model and keeps the one with the lowest
-validation RMSE (``TrainResult.fit``, all of them in
+:func:`train_model` fits three variants of the model (``TrainResult.fit``, all of them in
 ``TrainResult.candidates``): ``"main"`` (the parameters as given), ``"strong_l2"`` (the
 same with ``strong_l2`` on the embeddings: small or weakly structured data), and
 ``"wide"`` (a nearly linear link, reaching ``wide_margin`` stars beyond the scale, whose
 biases are solved in closed form by :class:`~recsys_utils.models.baselines.BiasBaseline`
 and held while only the embeddings train: data where user and product biases are nearly
-all there is). Larger data, where the main fit was always the one kept, and the model
+all there is). The choice follows the one-standard-error rule: ``wide``, the fit closest
+to the bias baseline, is kept unless another fit's validation MSE is lower by more than
+``select_se`` standard errors of the paired per-rating difference (then the lowest of
+those). On a few hundred validation ratings the plain minimum chases noise. Larger data, where the main fit was always the one kept, and the model
 without biases (``mf_dot``, the comparison variant) are fitted once. ``benchmarks/RESULTS.md`` ("Closing the gap to the bias baseline") measures why.
 """
 
@@ -44,7 +46,8 @@ from recsys_utils.models.keras.fast import fit_fast
 from recsys_utils.models.keras.layers import import_keras
 from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, to_factor_model
 
-__all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "set_seeds"]
+__all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "choose_fit", "one_se_choice",
+           "set_seeds"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 ENGINES = ("fast", "keras")
 #: The variants train_model compares on validation RMSE, in their order of preference on a tie.
 FITS = ("main", "strong_l2", "wide")
+#: The fit others must beat by ``select_se`` standard errors (see :func:`one_se_choice`).
+REFERENCE_FIT = "wide"
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,12 @@ class TrainParams:
         many stars beyond each end of the scale (nearly linear over it; predictions are
         clipped to the scale) and whose biases are solved in closed form
         (:class:`~recsys_utils.models.baselines.BiasBaseline` with this link) and held fixed
-        while the embeddings train; kept if its validation RMSE is lower (``0``: no such fit).
+        while the embeddings train (``0``: no such fit). It is the reference of ``select_se``.
+    select_se : float
+        Between fits, the one-standard-error rule: the ``wide`` fit is kept unless another
+        fit's validation mean squared error is lower by more than ``select_se`` standard
+        errors of the paired per-rating difference; among those that are, the lowest wins.
+        ``0``: the lowest validation RMSE, whatever the margin.
     seed : int
         Seeds initialisation and shuffling.
     engine : {"fast", "keras"}
@@ -124,6 +134,7 @@ class TrainParams:
     compare_below: int = 100_000
     strong_l2: float = 0.02
     wide_margin: float = 8.0
+    select_se: float = 1.0
     seed: int = 42
     engine: str = "fast"
     jit_compile: bool | None = None
@@ -137,7 +148,7 @@ class TrainParams:
             )
         if self.engine not in ENGINES:
             raise ParameterError(f"engine={self.engine!r}: expected one of {', '.join(map(repr, ENGINES))}")
-        for name in ("min_epoch_ratings", "compare_below", "strong_l2", "wide_margin"):
+        for name in ("min_epoch_ratings", "compare_below", "strong_l2", "wide_margin", "select_se"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):  # also refuses NaN
                 raise ParameterError(f"{name}={value!r}: expected a finite number >= 0")
@@ -184,7 +195,8 @@ class TrainResult:
     #: which of :data:`FITS` this is, and the margin of its link (stars beyond the scale)
     fit: str = "main"
     link_margin: float = 0.0
-    #: every fit train_model compared: name, l2, link_margin, held_biases, best RMSE, epochs, seconds
+    #: every fit train_model compared: name, l2, link_margin, held_biases, best RMSE, epochs, seconds,
+    #: and with validation rows the numbers choose_fit decided on (val_mse, mse_minus_reference, standard_error)
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,8 +289,8 @@ def train_model(
 
     The engine-level call behind :meth:`KerasRatingModel.fit` (which most code should use).
     With validation rows, each fit of :data:`FITS` that ``params`` turn on is trained (each
-    from the same seed) and the one with the lowest validation RMSE (predictions clipped to
-    the scale, as a :class:`FactorModel` predicts) is returned; without them, ``"main"``.
+    from the same seed) and :func:`choose_fit` picks one by validation error (predictions
+    clipped to the scale, as a :class:`FactorModel` predicts); without them, ``"main"``.
     ``fits`` restricts the comparison to the fits named (e.g. ``("wide",)`` to train that one).
 
     Returns
@@ -305,11 +317,11 @@ def train_model(
         results.append(_fit_one(train, valid if has_valid else None, params, l2=l2, margin=margin,
                                 held=held, passes=passes, verbose=verbose))
         results[-1].fit = name
-    best = min(results, key=lambda r: min(r.history["val_rmse" if has_valid else "rmse"]))  # first on a tie
+    best, errors = choose_fit(results, valid if has_valid else None, train, params.select_se)
     best.candidates = [
         {"fit": r.fit, "l2": r.params["l2"], "link_margin": r.link_margin, "held_biases": r.fit == "wide",
          "best_rmse": min(r.history["val_rmse" if has_valid else "rmse"]), "epochs": len(r.history["loss"]),
-         "seconds": r.seconds}
+         "seconds": r.seconds, **errors.get(r.fit, {})}
         for r in results
     ]
     best.params["fit"] = best.fit
@@ -317,6 +329,57 @@ def train_model(
     if len(results) > 1:
         log.info("kept fit %r of %s", best.fit, ", ".join(f"{c['fit']} {c['best_rmse']:.4f}" for c in best.candidates))
     return best
+
+
+def choose_fit(results: list[TrainResult], valid: EncodedRatings | None, train: EncodedRatings,
+               select_se: float) -> tuple[TrainResult, dict[str, dict[str, float]]]:
+    """The fit to keep, and per fit the validation numbers it was chosen on.
+
+    Without validation rows or with one fit: the lowest (training or validation) RMSE.
+    Otherwise :func:`one_se_choice` on each fit's per-rating squared validation errors
+    (predictions clipped to the scale, as its :class:`FactorModel` makes them).
+    """
+    key = "val_rmse" if valid is not None else "rmse"
+    if valid is None or len(results) == 1:
+        return min(results, key=lambda r: min(r.history[key])), {}  # first on a tie
+    squared = {}
+    for r in results:
+        fm = to_factor_model(r.model, rating_min=train.rating_min, rating_max=train.rating_max,
+                             link_margin=r.link_margin)
+        squared[r.fit] = (fm.predict(valid.user_idx, valid.product_idx) - valid.rating) ** 2
+    name, errors = one_se_choice(squared, REFERENCE_FIT, select_se)
+    return next(r for r in results if r.fit == name), errors
+
+
+def one_se_choice(squared: dict[str, np.ndarray], reference: str, select_se: float
+                  ) -> tuple[str, dict[str, dict[str, float]]]:
+    """The one-standard-error rule between fits, from their squared errors on the same rows.
+
+    ``reference`` is kept unless another fit's mean squared error is lower by more than
+    ``select_se`` standard errors of the paired difference (``sd(d) / sqrt(n)``, ``d`` the
+    per-row difference); among those that are, the lowest mean wins. Without ``reference``
+    among the fits, or with ``select_se`` 0, the lowest mean wins (the first on a tie).
+
+    Returns
+    -------
+    (name, numbers)
+        The fit kept, and per fit ``val_mse`` (plus ``mse_minus_reference`` and
+        ``standard_error`` for fits compared with the reference).
+    """
+    numbers = {name: {"val_mse": float(np.mean(sq))} for name, sq in squared.items()}
+    lowest = min(squared, key=lambda name: numbers[name]["val_mse"])
+    if reference not in squared or select_se == 0:
+        return lowest, numbers
+    beaten = []
+    for name, sq in squared.items():
+        if name == reference:
+            continue
+        d = np.asarray(sq, dtype=np.float64) - squared[reference]
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+        numbers[name].update(mse_minus_reference=float(d.mean()), standard_error=se)
+        if d.mean() + select_se * se < 0:
+            beaten.append(name)
+    return (min(beaten, key=lambda name: numbers[name]["val_mse"]) if beaten else reference), numbers
 
 
 def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainParams, *, l2: float,
