@@ -46,9 +46,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def ours(train, valid, l2: float, seed: int) -> dict:
+def ours(train, valid, l2: float, seed: int, **changes) -> dict:
     t = time.perf_counter()
-    trainer = KerasRankingModel(RankingParams(l2=(l2,), seed=seed), verbose=0)
+    trainer = KerasRankingModel(RankingParams(l2=(l2,), seed=seed, **changes), verbose=0)
     fm = trainer.fit(train, valid)
     total = time.perf_counter() - t
     r = trainer.result_
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--products", type=int, default=20_000)
     ap.add_argument("--ratings", type=int, default=1_000_000)
     ap.add_argument("--l2", type=float, default=0.05)
+    ap.add_argument("--negatives", type=int, help="ours: products drawn per batch (default: RankingParams')")
+    ap.add_argument("--batch-size", type=int, help="ours: pairs per step (default: RankingParams')")
+    ap.add_argument("--learning-rate", type=float, help="ours: Adam's learning rate (default: RankingParams')")
     ap.add_argument("--bpr-chunk", type=int, default=10, help="cornac BPR epochs between validation checks")
     ap.add_argument("--bpr-patience", type=int, default=2, help="checks without improvement before BPR stops")
     ap.add_argument("--repeat", type=int, default=1)
@@ -135,9 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
     held, test_held = HeldOutRanking(train, valid), HeldOutRanking(train, test)
     print(f"{len(train):,} training pairs, {enc.n_users:,} users × {enc.n_products:,} products; "
           f"{len(held):,} validation and {len(test_held):,} test users ranked")
-    out: dict = {"ratings": args.ratings, "runs": []}
+    changes = {k: v for k, v in (("negatives", args.negatives), ("batch_size", args.batch_size),
+                                 ("learning_rate", args.learning_rate)) if v is not None}
+    print(f"ours: {RankingParams(l2=(args.l2,), seed=args.seed, **changes)}")
+    out: dict = {"ratings": args.ratings, "ours_changes": changes, "runs": []}
     for r in range(args.repeat):
-        for name, run in (("ours", lambda: ours(train, valid, args.l2, args.seed)),
+        for name, run in (("ours", lambda: ours(train, valid, args.l2, args.seed, **changes)),
                           ("cornac_bpr", lambda: cornac_bpr(train, held, args.bpr_chunk, args.bpr_patience, args.seed))):
             res = run()
             res["test_ndcg"] = test_held.ndcg(res.pop("model"))

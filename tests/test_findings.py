@@ -175,6 +175,15 @@ def test_training_takeaways_compare_train_and_validation_at_the_best_epoch():
                  params={"passes_per_epoch": 4}, stopped_early=False)
     assert "at pass 2 of 2 (ran every pass)" in training_takeaways(close)  # small data: passes, not epochs
     assert "little overfitting" in training_takeaways(close)
+    # the one-standard-error rule kept a fit whose validation RMSE is not the lowest: the report says why
+    rule = dict(history, fit="wide", params={"select_se": 1.0}, candidates=[
+        {"fit": "main", "best_rmse": 1.0720, "val_mse": 1.0720 ** 2, "mse_minus_reference": -0.0125,
+         "standard_error": 0.0169},
+        {"fit": "wide", "best_rmse": 1.0775, "val_mse": 1.0775 ** 2}])
+    text = training_takeaways(rule)
+    assert ("kept the **wide** fit of 2 compared (main, wide), not the lowest validation RMSE (main's 1.0720 against "
+            "1.0775): that lead, 0.0125 in mean squared error, is within 1 standard error (0.0169)") in text
+    assert "not the lowest" not in training_takeaways(dict(rule, fit="main"))
     no_blend = dict(recommender, blend_weight=0.0, name="mf_rank")
     assert "lists come from the ranking model (sampled softmax) alone (0.1300; best blend 0.1350)" in \
         training_takeaways(history, no_blend)

@@ -286,10 +286,24 @@ def training_takeaways(history: Mapping[str, Any], recommender: Mapping[str, Any
                      "only curve; it says nothing about new ratings.")
     fits = [c.get("fit") or c.get("name") for c in history.get("candidates") or [] if c.get("fit") or c.get("name")]
     if len(fits) > 1:
-        lines.append(f"Validation kept the **{history.get('fit')}** fit of {len(fits)} compared ({', '.join(fits)}).")
+        lines.append(f"Validation kept the **{history.get('fit')}** fit of {len(fits)} compared ({', '.join(fits)})"
+                     + _one_se_reason(history) + ".")
     if recommender:
         lines.extend(_ranking_training(recommender))
     return _bullets(lines)
+
+
+def _one_se_reason(history: Mapping[str, Any]) -> str:
+    """Why the kept fit is not the lowest validation RMSE, when the one-standard-error rule kept it."""
+    cands = [c for c in history.get("candidates") or [] if "best_rmse" in c]
+    kept = next((c for c in cands if c.get("fit") == history.get("fit")), None)
+    lowest = min(cands, key=lambda c: c["best_rmse"]) if cands else None
+    if kept is None or lowest is kept or "standard_error" not in lowest:
+        return ""
+    return (f", not the lowest validation RMSE ({lowest['fit']}'s {lowest['best_rmse']:.4f} against "
+            f"{kept['best_rmse']:.4f}): that lead, {-lowest['mse_minus_reference']:.4f} in mean squared error, is within "
+            f"{(history.get('params') or {}).get('select_se', 1.0):g} standard error ({lowest['standard_error']:.4f}), "
+            "so the fit closest to the bias baseline stays (the one-standard-error rule)")
 
 
 def _ranking_training(recommender: Mapping[str, Any]) -> list[str]:
