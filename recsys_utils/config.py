@@ -43,7 +43,8 @@ _DEFAULT_TRAINING = TrainParams()
 _DEFAULT_RANKING = RankingParams()
 #: RunConfig field -> RankingParams field, for the ranking model's parameters (all read by 03_training).
 _RANKING_FIELDS = {f"rank_{name}": name for name in
-                   ("embedding_dim", "l2", "negatives", "epochs", "batch_size", "learning_rate", "patience")}
+                   ("embedding_dim", "l2", "liked_weight", "negatives", "epochs", "batch_size", "learning_rate",
+                    "patience")}
 
 
 def _p(default: Any, help: str, *stages: str) -> Any:
@@ -121,6 +122,8 @@ class RunConfig:
     rank_embedding_dim: int = _r("rank_embedding_dim", "ranking model: size of the user and product embeddings")
     rank_l2: list[float] = _r("rank_l2", "ranking model: L2 on the user and chosen product rows of each pair; "
                                          "several values: the best on validation NDCG@10 is kept")
+    rank_liked_weight: float = _r("rank_liked_weight", "ranking model: weight of a pair rated at or above "
+                                  "relevance_threshold (liked) against 1 for one rated below it")
     rank_negatives: int = _r("rank_negatives", "ranking model: products drawn per batch to compete with each choice")
     rank_epochs: int = _r("rank_epochs", "ranking model: maximum epochs (stops on validation NDCG@10)")
     rank_batch_size: int = _r("rank_batch_size", "ranking model: (user, product) pairs per step")
@@ -183,6 +186,8 @@ class RunConfig:
             need(getattr(self, name) >= 1, name, "an integer >= 1")
         need(all(v >= 0 for v in self.rank_l2), "rank_l2", "non-negative numbers")
         need(self.rank_learning_rate > 0, "rank_learning_rate", "a positive number")
+        need(math.isfinite(self.rank_liked_weight) and self.rank_liked_weight > 0, "rank_liked_weight",
+             "a positive number")
         need(self.rank_patience >= 0, "rank_patience", "an integer >= 0")
         need(self.min_epoch_ratings >= 0, "min_epoch_ratings", "an integer >= 0")
         need(self.compare_below >= 0, "compare_below", "an integer >= 0")

@@ -7,6 +7,8 @@ by hand.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,8 +100,48 @@ def test_ranking_model_is_deterministic_per_seed(data):
     np.testing.assert_array_equal(a.product_bias, b.product_bias)
 
 
+def test_the_loss_weighs_liked_pairs_as_a_numpy_reference_does(data):
+    # One epoch at a learning rate too small to move anything: the mean batch loss the compiled
+    # loop returns must equal the weighted sampled softmax (plus weighted L2) computed here from
+    # the initial weights, with the same shuffling and negatives.
+    from recsys_utils.models.keras.fast import epoch_batches
+    from recsys_utils.models.keras.layers import PRODUCT_BIAS, PRODUCT_EMBEDDING, USER_EMBEDDING
+    from recsys_utils.models.keras.ranking import _RankFit, build_ranking_model, pair_weights
+
+    rows = data.train_rows
+    u_all, p_all = rows.user_idx.astype(np.int64), rows.product_idx.astype(np.int64)
+    params = RankingParams(batch_size=512, negatives=64, learning_rate=1e-30, liked_weight=3.0)
+    w_all = pair_weights(rows.rating, 4.0, 3.0)
+    assert set(np.unique(w_all)) == {1.0, 3.0} and (w_all == 3.0).sum() == (rows.rating >= 4).sum()
+    model = build_ranking_model(rows.n_users, rows.n_products, 32, seed=3)
+    U, P = (model.get_layer(n).get_weights()[0].astype(np.float64) for n in (USER_EMBEDDING, PRODUCT_EMBEDDING))
+    B = model.get_layer(PRODUCT_BIAS).get_weights()[0][:, 0].astype(np.float64) + 0.3 * np.sin(np.arange(len(P)))
+    model.get_layer(PRODUCT_BIAS).set_weights([B[:, None].astype(np.float32)])
+    got = _RankFit(model, params, 0.05).epoch(u_all, p_all, np.random.default_rng(9), w_all)
+
+    rng = np.random.default_rng(9)
+    order = epoch_batches(len(u_all), 512, rng)
+    negatives = rng.integers(0, rows.n_products, size=(order.shape[0], 64))
+    losses = []
+    for rows_b, neg in zip(order, negatives):
+        u, i, w = u_all[rows_b], p_all[rows_b], w_all[rows_b]
+        pos = (U[u] * P[i]).sum(1) + B[i]
+        other = U[u] @ P[neg].T + B[neg][None, :]
+        other[neg[None, :] == i[:, None]] = -np.inf
+        logits = np.concatenate([pos[:, None], other], 1)
+        top = logits.max(1, keepdims=True)
+        lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
+        per_pair = lse - pos + 0.05 * ((U[u] ** 2).sum(1) + (P[i] ** 2).sum(1))
+        losses.append((w * per_pair).sum() / w.sum())
+    assert got == pytest.approx(np.mean(losses), rel=1e-5)
+    unweighted = _RankFit(model, dataclasses.replace(params, liked_weight=1.0), 0.05).epoch(
+        u_all, p_all, np.random.default_rng(9))
+    assert abs(unweighted - got) > 1e-4  # the weights do change the loss
+
+
 @pytest.mark.parametrize("changes, shown", [({"negatives": 0}, "negatives"), ({"l2": -1.0}, "l2"),
-                                            ({"batch_size": 0}, "batch_size")])
+                                            ({"batch_size": 0}, "batch_size"), ({"liked_weight": 0.0}, "liked_weight"),
+                                            ({"liked_weight": float("nan")}, "liked_weight")])
 def test_ranking_parameters_are_checked(changes, shown):
     with pytest.raises(ParameterError, match=shown):
         RankingParams(**changes)

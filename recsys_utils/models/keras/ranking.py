@@ -5,7 +5,9 @@ a whole catalog asks which products the user will choose at all. This model answ
 second question with the seed's architecture — a user embedding, a product embedding,
 their dot product plus a product bias, and a sigmoid that reads as the probability that
 the user chooses the product — trained on implicit feedback: every rated (user, product)
-pair is a positive, whatever its stars.
+pair is a positive, whatever its stars; a pair rated at or above the relevance threshold
+(the products the user liked, the ones the ranking metrics count) weighs ``liked_weight``
+times as much in the loss, its L2 term included, as a pair rated below it.
 
 Objective: a sampled softmax. For each positive pair the product competes with
 ``negatives`` products drawn uniformly from the catalog (one draw shared by a batch), so
@@ -37,7 +39,8 @@ from recsys_utils.models.keras.fast import BETA_1, BETA_2, adam_moments, epoch_b
 from recsys_utils.models.keras.layers import PRODUCT_BIAS, PRODUCT_EMBEDDING, USER_EMBEDDING, import_keras
 from recsys_utils.models.validation import HeldOutRanking
 
-__all__ = ["RankingParams", "RankingResult", "KerasRankingModel", "build_ranking_model", "ranking_factor_model"]
+__all__ = ["RankingParams", "RankingResult", "KerasRankingModel", "build_ranking_model", "ranking_factor_model",
+           "pair_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,10 @@ class RankingParams:
         row of each pair. With validation rows the model is trained once per candidate and
         the one with the best validation NDCG@K is kept (sparse data wants stronger L2:
         0.2 on Musical Instruments, 0.05 on MovieLens); without them the first is used.
+    liked_weight : float
+        Weight in the loss of a pair rated at or above ``relevance_threshold`` (a liked
+        product), against 1 for a pair rated below it: every rated product was chosen, the
+        liked ones are what the top-N should find first. 1: every pair alike.
     negatives : int
         Products drawn uniformly (with replacement) per batch to compete with each positive,
         at most the catalog size minus one.
@@ -72,6 +79,7 @@ class RankingParams:
 
     embedding_dim: int = 32
     l2: tuple[float, ...] = (0.05, 0.2)
+    liked_weight: float = 2.0
     negatives: int = 512
     epochs: int = 40
     batch_size: int = 256
@@ -88,9 +96,11 @@ class RankingParams:
         if isinstance(self.l2, (int, float)):
             object.__setattr__(self, "l2", (float(self.l2),))
         object.__setattr__(self, "l2", tuple(float(v) for v in self.l2))
-        if not (self.l2 and all(v >= 0 for v in self.l2) and self.learning_rate > 0 and self.patience >= 0):
-            raise ParameterError(f"l2={self.l2}, learning_rate={self.learning_rate}, patience={self.patience}: "
-                                 "expected l2 >= 0, learning_rate > 0, patience >= 0")
+        if not (self.l2 and all(v >= 0 for v in self.l2) and self.learning_rate > 0 and self.patience >= 0
+                and np.isfinite(self.liked_weight) and self.liked_weight > 0):
+            raise ParameterError(f"l2={self.l2}, learning_rate={self.learning_rate}, patience={self.patience}, "
+                                 f"liked_weight={self.liked_weight}: expected l2 >= 0, learning_rate > 0, "
+                                 "patience >= 0, liked_weight > 0")
 
 
 @dataclass
@@ -184,13 +194,14 @@ class KerasRankingModel(Trainer):
         model = build_ranking_model(train.n_users, train.n_products, prm.embedding_dim, seed=prm.seed, name=self.name)
         loop = _RankFit(model, prm, l2)
         rng = np.random.default_rng(prm.seed)
+        pair_w = pair_weights(train.rating, prm.relevance_threshold, prm.liked_weight)
         monitor = f"val_ndcg@{prm.k}"
         history: dict[str, list[float]] = {"loss": [], **({monitor: []} if check else {})}
         best, best_epoch, wait, weights = -np.inf, 0, 0, None
         epoch_seconds: list[float] = []
         for epoch in range(1, prm.epochs + 1):
             t = time.perf_counter()
-            history["loss"].append(loop.epoch(train.user_idx, train.product_idx, rng))
+            history["loss"].append(loop.epoch(train.user_idx, train.product_idx, rng, pair_w))
             score = check.ndcg(ranking_factor_model(model)) if check else -history["loss"][-1]
             if check:
                 history[monitor].append(score)
@@ -208,6 +219,11 @@ class KerasRankingModel(Trainer):
                     break
         model.set_weights(weights)
         return model, history, best_epoch, best, epoch_seconds
+
+
+def pair_weights(rating: np.ndarray, threshold: float, liked_weight: float) -> np.ndarray:
+    """Each pair's weight in the ranking loss: ``liked_weight`` where ``rating >= threshold``, else 1."""
+    return np.where(np.asarray(rating) >= threshold, np.float32(liked_weight), np.float32(1.0)).astype(np.float32)
 
 
 class _RankFit:
@@ -230,12 +246,12 @@ class _RankFit:
         self.n_negatives = min(params.negatives, max(self.n_products - 1, 1))
         self._steps = tf.function(self._run_steps, jit_compile=True, reduce_retracing=True)
 
-    def _run_steps(self, users, products, negatives):
+    def _run_steps(self, users, products, negatives, weights):
         tf = self.tf
         prm = self.params
         loss_sum = tf.constant(0.0, tf.float32)
         for b in tf.range(tf.shape(users)[0]):
-            u, i, j = users[b], products[b], negatives[b]
+            u, i, j, w = users[b], products[b], negatives[b], weights[b]
             cand = tf.concat([i, j], 0)
             rows_u, rows_p = tf.gather(self.user, u), tf.gather(self.product, cand)
             rows_b = tf.gather(self.bias, cand)
@@ -246,10 +262,10 @@ class _RankFit:
                 neg = tf.matmul(rows_u, rows_p[n:], transpose_b=True) + rows_b[n:, 0][None, :]
                 neg = tf.where(tf.equal(j[None, :], i[:, None]), -1e9, neg)  # a draw of the positive itself
                 logits = tf.concat([pos[:, None], neg], 1)
-                ce = tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - pos)
-                penalty = self.l2 * (tf.reduce_mean(tf.reduce_sum(tf.square(rows_u), 1))
-                                    + tf.reduce_mean(tf.reduce_sum(tf.square(rows_p[:n]), 1)))
-                loss = ce + penalty
+                # per pair: the softmax loss plus the L2 of its user and product rows, weighted
+                per_pair = (tf.reduce_logsumexp(logits, axis=1) - pos
+                            + self.l2 * (tf.reduce_sum(tf.square(rows_u), 1) + tf.reduce_sum(tf.square(rows_p[:n]), 1)))
+                loss = tf.reduce_sum(w * per_pair) / tf.reduce_sum(w)
             g_u, g_p, g_b = tape.gradient(loss, [rows_u, rows_p, rows_b])
             t = tf.cast(self.iterations + 1, tf.float32)
             lr_t = prm.learning_rate * tf.sqrt(1 - BETA_2**t) / (1 - BETA_1**t)
@@ -262,9 +278,14 @@ class _RankFit:
             loss_sum += loss
         return loss_sum / tf.cast(tf.shape(users)[0], tf.float32)
 
-    def epoch(self, user_idx: np.ndarray, product_idx: np.ndarray, rng: np.random.Generator) -> float:
-        """One pass over the positive pairs in a fresh order; the mean loss per batch."""
+    def epoch(self, user_idx: np.ndarray, product_idx: np.ndarray, rng: np.random.Generator,
+              weights: np.ndarray | None = None) -> float:
+        """One pass over the positive pairs in a fresh order; the mean loss per batch.
+
+        ``weights``: each pair's weight (:func:`pair_weights`); all 1 when omitted.
+        """
         order = epoch_batches(len(user_idx), self.params.batch_size, rng)
         negatives = rng.integers(0, self.n_products, size=(order.shape[0], self.n_negatives), dtype=np.int64)
+        w = np.ones(order.shape, np.float32) if weights is None else np.asarray(weights, np.float32)[order]
         return float(self._steps(user_idx[order].astype(np.int64), product_idx[order].astype(np.int64),
-                                 negatives))
+                                 negatives, w))
