@@ -163,7 +163,7 @@ def run_dataset(name: str, cfg: RunConfig, seed: int, quick: bool) -> dict:
 
     table = compare_ranking_models(models, train, test, 10, cfg.relevance_threshold).set_index("model")
     test_held = HeldOutRanking(train_rows, test_rows, relevance_threshold=cfg.relevance_threshold)
-    ours = max((m for m in models if m.startswith("mf_rank")), key=lambda m: table.loc[m, "ndcg@10"])
+    ours = blended.name if weight else "mf_rank"  # what a run writes: the validation-chosen one, not the test's best
     peers = [m for m in models if not m.startswith("mf_rank")]
     best_peer = max(peers, key=lambda m: table.loc[m, "ndcg@10"])
     lo, hi = paired_bootstrap(test_held.per_user(models[ours]), test_held.per_user(models[best_peer]))
