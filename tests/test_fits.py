@@ -21,7 +21,8 @@ from recsys_utils.errors import ParameterError
 from recsys_utils.evaluation.experiment import predict_with_fallback
 from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.keras.model import extract_weights, to_factor_model
-from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, one_se_choice, train_model
+from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, train_model
+from recsys_utils.models.validation import one_se_choice
 
 #: The defaults before the fits were compared: one fit, epochs counted in passes.
 OLD = {"strong_l2": 0.0, "wide_margin": 0.0, "min_epoch_ratings": 0}

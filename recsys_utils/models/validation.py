@@ -6,6 +6,8 @@ log2(rank + 1)`` discount, ideal list of ``min(K, relevant)`` hits, averaged ove
 with a relevant held-out rating, the full catalog minus each user's training products
 ranked), computed on index arrays so it can run after every epoch; a test checks the two
 agree. It lives here, not in ``evaluation``, because trainers sit below evaluation.
+
+:func:`one_se_choice` is the rating model's choice between fits on validation errors.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError, positive_int
 from recsys_utils.models.factors import FactorModel, blend, seen_matrix
 
-__all__ = ["HeldOutRanking", "choose_blend"]
+__all__ = ["HeldOutRanking", "choose_blend", "one_se_choice"]
 
 
 class HeldOutRanking:
@@ -110,3 +112,34 @@ def choose_blend(
         if best is None or scores[float(w)] > best[0]:
             best = (scores[float(w)], float(w), model)
     return best[2], best[1], scores
+
+
+def one_se_choice(squared: dict[str, np.ndarray], reference: str, select_se: float
+                  ) -> tuple[str, dict[str, dict[str, float]]]:
+    """The one-standard-error rule between fits, from their squared errors on the same rows.
+
+    ``reference`` is kept unless another fit's mean squared error is lower by more than
+    ``select_se`` standard errors of the paired difference (``sd(d) / sqrt(n)``, ``d`` the
+    per-row difference); among those that are, the lowest mean wins. Without ``reference``
+    among the fits, or with ``select_se`` 0, the lowest mean wins (the first on a tie).
+
+    Returns
+    -------
+    (name, numbers)
+        The fit kept, and per fit ``val_mse`` (plus ``mse_minus_reference`` and
+        ``standard_error`` for fits compared with the reference).
+    """
+    numbers = {name: {"val_mse": float(np.mean(sq))} for name, sq in squared.items()}
+    lowest = min(squared, key=lambda name: numbers[name]["val_mse"])
+    if reference not in squared or select_se == 0:
+        return lowest, numbers
+    beaten = []
+    for name, sq in squared.items():
+        if name == reference:
+            continue
+        d = np.asarray(sq, dtype=np.float64) - squared[reference]
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+        numbers[name].update(mse_minus_reference=float(d.mean()), standard_error=se)
+        if d.mean() + select_se * se < 0:
+            beaten.append(name)
+    return (min(beaten, key=lambda name: numbers[name]["val_mse"]) if beaten else reference), numbers

@@ -43,20 +43,16 @@ from recsys_utils.models.base import Trainer
 from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.factors import FactorModel
 from recsys_utils.models.keras.fast import fit_fast
+from recsys_utils.models.keras.fits import FITS, choose_fit, fit_variants
 from recsys_utils.models.keras.layers import import_keras
 from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, to_factor_model
 
-__all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "choose_fit", "one_se_choice",
-           "set_seeds"]
+__all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "set_seeds"]
 
 log = logging.getLogger(__name__)
 
 #: Training engines: the compiled fast loop, and ``model.fit``.
 ENGINES = ("fast", "keras")
-#: The variants train_model compares on validation RMSE, in their order of preference on a tie.
-FITS = ("main", "strong_l2", "wide")
-#: The fit others must beat by ``select_se`` standard errors (see :func:`one_se_choice`).
-REFERENCE_FIT = "wide"
 
 
 @dataclass(frozen=True)
@@ -266,17 +262,6 @@ def _arrays(data: EncodedRatings, margin: float = 0.0) -> tuple[list[np.ndarray]
     return [data.user_idx.astype(np.int32), data.product_idx.astype(np.int32)], y.reshape(-1, 1)
 
 
-def _fits(params: TrainParams, has_valid: bool, n_train: int) -> list[tuple[str, float, float, bool]]:
-    """``(name, l2, link margin, biases held)`` of each fit to compare; see :data:`FITS`."""
-    fits = [("main", params.l2, 0.0, False)]
-    compare = has_valid and params.use_bias and n_train < params.compare_below
-    if compare and params.strong_l2 > 0 and params.strong_l2 != params.l2:
-        fits.append(("strong_l2", params.strong_l2, 0.0, False))
-    if compare and params.wide_margin > 0:
-        fits.append(("wide", params.l2, params.wide_margin, True))
-    return fits
-
-
 def train_model(
     train: EncodedRatings,
     valid: EncodedRatings | None,
@@ -302,13 +287,13 @@ def train_model(
     params = params or TrainParams()
     has_valid = valid is not None and len(valid) > 0
     passes = max(1, -(-params.min_epoch_ratings // len(train)))
-    todo = _fits(params, has_valid, len(train))
+    todo = fit_variants(params, has_valid, len(train))
     if fits is not None:
         unknown = sorted(set(fits) - set(FITS))
         todo = [f for f in todo if f[0] in fits]
         if unknown or not todo:
             raise ParameterError(f"fits={fits!r}: expected some of {', '.join(FITS)} that these parameters and "
-                                 f"data allow ({', '.join(f[0] for f in _fits(params, has_valid, len(train)))})")
+                                 f"data allow ({', '.join(f[0] for f in fit_variants(params, has_valid, len(train)))})")
     start = time.perf_counter()
     results = []
     for name, l2, margin, held in todo:
@@ -329,57 +314,6 @@ def train_model(
     if len(results) > 1:
         log.info("kept fit %r of %s", best.fit, ", ".join(f"{c['fit']} {c['best_rmse']:.4f}" for c in best.candidates))
     return best
-
-
-def choose_fit(results: list[TrainResult], valid: EncodedRatings | None, train: EncodedRatings,
-               select_se: float) -> tuple[TrainResult, dict[str, dict[str, float]]]:
-    """The fit to keep, and per fit the validation numbers it was chosen on.
-
-    Without validation rows or with one fit: the lowest (training or validation) RMSE.
-    Otherwise :func:`one_se_choice` on each fit's per-rating squared validation errors
-    (predictions clipped to the scale, as its :class:`FactorModel` makes them).
-    """
-    key = "val_rmse" if valid is not None else "rmse"
-    if valid is None or len(results) == 1:
-        return min(results, key=lambda r: min(r.history[key])), {}  # first on a tie
-    squared = {}
-    for r in results:
-        fm = to_factor_model(r.model, rating_min=train.rating_min, rating_max=train.rating_max,
-                             link_margin=r.link_margin)
-        squared[r.fit] = (fm.predict(valid.user_idx, valid.product_idx) - valid.rating) ** 2
-    name, errors = one_se_choice(squared, REFERENCE_FIT, select_se)
-    return next(r for r in results if r.fit == name), errors
-
-
-def one_se_choice(squared: dict[str, np.ndarray], reference: str, select_se: float
-                  ) -> tuple[str, dict[str, dict[str, float]]]:
-    """The one-standard-error rule between fits, from their squared errors on the same rows.
-
-    ``reference`` is kept unless another fit's mean squared error is lower by more than
-    ``select_se`` standard errors of the paired difference (``sd(d) / sqrt(n)``, ``d`` the
-    per-row difference); among those that are, the lowest mean wins. Without ``reference``
-    among the fits, or with ``select_se`` 0, the lowest mean wins (the first on a tie).
-
-    Returns
-    -------
-    (name, numbers)
-        The fit kept, and per fit ``val_mse`` (plus ``mse_minus_reference`` and
-        ``standard_error`` for fits compared with the reference).
-    """
-    numbers = {name: {"val_mse": float(np.mean(sq))} for name, sq in squared.items()}
-    lowest = min(squared, key=lambda name: numbers[name]["val_mse"])
-    if reference not in squared or select_se == 0:
-        return lowest, numbers
-    beaten = []
-    for name, sq in squared.items():
-        if name == reference:
-            continue
-        d = np.asarray(sq, dtype=np.float64) - squared[reference]
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
-        numbers[name].update(mse_minus_reference=float(d.mean()), standard_error=se)
-        if d.mean() + select_se * se < 0:
-            beaten.append(name)
-    return (min(beaten, key=lambda name: numbers[name]["val_mse"]) if beaten else reference), numbers
 
 
 def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainParams, *, l2: float,
