@@ -79,6 +79,9 @@ def test_ranking_model_keeps_its_best_validation_epoch(data, ranker):
     trainer, fm = ranker
     curve = trainer.result_.history["val_ndcg@10"]
     assert trainer.result_.best_epoch == int(np.argmax(curve)) + 1
+    # each epoch's seconds, and the part of them its validation check took
+    epochs, checks = trainer.result_.epoch_seconds, trainer.result_.validation_seconds
+    assert len(epochs) == len(checks) == len(curve) and all(0 < c < e for c, e in zip(checks, epochs))
     held = HeldOutRanking(data.train_rows, data.valid_rows)
     assert held.ndcg(fm) == pytest.approx(max(curve), abs=1e-9)
 

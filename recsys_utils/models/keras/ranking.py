@@ -110,11 +110,14 @@ class RankingResult:
     history: dict[str, list[float]]
     best_epoch: int
     seconds: float
+    #: wall seconds of each epoch of the kept L2's fit, its validation check included
     epoch_seconds: list[float] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     #: The L2 kept, and the best validation NDCG@K reached with each candidate.
     l2: float = 0.0
     validation_by_l2: dict[float, float] = field(default_factory=dict)
+    #: of each epoch's seconds, those the validation check took (the rest is training)
+    validation_seconds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,13 +179,13 @@ class KerasRankingModel(Trainer):
         best = None
         by_l2: dict[float, float] = {}
         for l2 in prm.l2 if check else prm.l2[:1]:
-            model, history, best_epoch, score, seconds = self._fit_one(train, check, l2)
+            model, history, best_epoch, score, seconds, checking = self._fit_one(train, check, l2)
             by_l2[l2] = score
             if best is None or score > best[3]:
-                best = (model, history, best_epoch, score, seconds, l2)
-        self.model_, history, best_epoch, score, seconds, l2 = best
+                best = (model, history, best_epoch, score, seconds, checking, l2)
+        self.model_, history, best_epoch, score, seconds, checking, l2 = best
         self.result_ = RankingResult(history, best_epoch, time.perf_counter() - start, seconds,
-                                     dataclasses.asdict(prm), l2, by_l2)
+                                     dataclasses.asdict(prm), l2, by_l2, checking)
         log.info("ranking model: l2 %g, %d epochs, best %d (%s %.4f)", l2, len(history["loss"]), best_epoch,
                  f"val_ndcg@{prm.k}" if check else "-loss", score)
         return ranking_factor_model(self.model_)
@@ -199,13 +202,16 @@ class KerasRankingModel(Trainer):
         history: dict[str, list[float]] = {"loss": [], **({monitor: []} if check else {})}
         best, best_epoch, wait, weights = -np.inf, 0, 0, None
         epoch_seconds: list[float] = []
+        checking: list[float] = []
         for epoch in range(1, prm.epochs + 1):
             t = time.perf_counter()
             history["loss"].append(loop.epoch(train.user_idx, train.product_idx, rng, pair_w))
+            t_check = time.perf_counter()
             score = check.ndcg(ranking_factor_model(model)) if check else -history["loss"][-1]
             if check:
                 history[monitor].append(score)
             epoch_seconds.append(time.perf_counter() - t)
+            checking.append(time.perf_counter() - t_check)
             if self.verbose:
                 shown = f"{monitor} {score:.4f}" if check else "no validation rows: loss decides"
                 print(f"l2 {l2:g} epoch {epoch}/{prm.epochs} - {epoch_seconds[-1]:.1f}s - loss "
@@ -218,7 +224,7 @@ class KerasRankingModel(Trainer):
                 if prm.patience and wait >= prm.patience:
                     break
         model.set_weights(weights)
-        return model, history, best_epoch, best, epoch_seconds
+        return model, history, best_epoch, best, epoch_seconds, checking
 
 
 def pair_weights(rating: np.ndarray, threshold: float, liked_weight: float) -> np.ndarray:
