@@ -178,8 +178,9 @@ class KerasRankingModel(Trainer):
         start = time.perf_counter()
         best = None
         by_l2: dict[float, float] = {}
+        pair_w = pair_weights(train.rating, prm.relevance_threshold, prm.liked_weight)  # the same for every L2
         for l2 in prm.l2 if check else prm.l2[:1]:
-            model, history, best_epoch, score, seconds, checking = self._fit_one(train, check, l2)
+            model, history, best_epoch, score, seconds, checking = self._fit_one(train, check, l2, pair_w)
             by_l2[l2] = score
             if best is None or score > best[3]:
                 best = (model, history, best_epoch, score, seconds, checking, l2)
@@ -190,14 +191,13 @@ class KerasRankingModel(Trainer):
                  f"val_ndcg@{prm.k}" if check else "-loss", score)
         return ranking_factor_model(self.model_)
 
-    def _fit_one(self, train: EncodedRatings, check: HeldOutRanking | None, l2: float):
+    def _fit_one(self, train: EncodedRatings, check: HeldOutRanking | None, l2: float, pair_w: np.ndarray):
         prm = self.params
         keras = import_keras()
         keras.utils.set_random_seed(prm.seed)
         model = build_ranking_model(train.n_users, train.n_products, prm.embedding_dim, seed=prm.seed, name=self.name)
         loop = _RankFit(model, prm, l2)
         rng = np.random.default_rng(prm.seed)
-        pair_w = pair_weights(train.rating, prm.relevance_threshold, prm.liked_weight)
         monitor = f"val_ndcg@{prm.k}"
         history: dict[str, list[float]] = {"loss": [], **({monitor: []} if check else {})}
         best, best_epoch, wait, weights = -np.inf, 0, 0, None
