@@ -9,6 +9,8 @@ sampled every 0.2 s from /proc; disk written):
 1. ``pandas``: 01+02 on the pandas backend (read, clean 5-core, random split, encode, write);
 2. ``spark``: the same on the Spark backend, local mode (``--master``);
 3. ``keras``: one epoch of the Keras rating model from the prepared Parquet (index columns only);
+   ``keras_small`` the same tables trained on the first 65,536 ratings only, so that
+   ``(peak of keras - peak of keras_small) / ratings`` is what each training rating costs;
 4. ``als``: one Spark ALS iteration (explicit, on the residuals of the biases) from the prepared Parquet;
 5. ``load_baseline``/``load_frame``/``load_columns``: the training rows read as a pandas frame
    (string IDs) then ``EncodedRatings.from_frame``, or only the index columns by
@@ -21,6 +23,10 @@ compared (row counts, vocabularies) in the same run.
 
     .venv/bin/python benchmarks/bench_spark_scale.py --rows 5000000
     .venv/bin/python benchmarks/bench_spark_scale.py --rows 20000000 --master 'local[8]' --stages spark,als
+    .venv/bin/python benchmarks/bench_spark_scale.py --rows 60000000 --min-ratings 1 --driver-memory 12g
+
+``--min-ratings 1`` keeps every rating (no k-core): the generator's long tail leaves few
+ratings in a 5-core, and the training stages measure more at full size.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ def _du(path: Path) -> int:
 
 def measure(stage: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", stage, "--rows", str(args.rows), "--work", str(args.work),
-           "--master", args.master]
+           "--master", args.master, "--min-ratings", str(args.min_ratings), "--driver-memory", args.driver_memory]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = [0]
@@ -92,7 +98,7 @@ def measure(stage: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def child(stage: str, rows: int, work: Path, master: str) -> dict:
+def child(stage: str, rows: int, work: Path, master: str, k: int = 5, driver_memory: str = "6g") -> dict:
     """One stage, in this process; returns what it wrote."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from recsys_utils.data import Encoders, EncodedRatings, clean_ratings, read_ratings, split_ratings  # noqa: PLC0415
@@ -102,7 +108,7 @@ def child(stage: str, rows: int, work: Path, master: str) -> dict:
     out = work / stage
     out.mkdir(parents=True, exist_ok=True)
     if stage == "pandas":
-        clean, _ = clean_ratings(read_ratings(data), min_user_ratings=5, min_product_ratings=5)
+        clean, _ = clean_ratings(read_ratings(data), min_user_ratings=k, min_product_ratings=k)
         parts = split_ratings(clean, "random", seed=42)
         enc = Encoders.fit(parts.train)
         for name in ("train", "valid", "test"):
@@ -112,7 +118,7 @@ def child(stage: str, rows: int, work: Path, master: str) -> dict:
                 "disk_mib": round(_du(out) / 2**20, 1)}
     from recsys_utils.spark.session import spark_session  # noqa: PLC0415
 
-    driver = "6g" if stage != "keras" else "1g"
+    driver = driver_memory
     if stage == "spark":
         from recsys_utils.spark.ingest import read_ratings_spark  # noqa: PLC0415
         from recsys_utils.spark.prepare import clean_spark, split_and_encode  # noqa: PLC0415
@@ -120,7 +126,7 @@ def child(stage: str, rows: int, work: Path, master: str) -> dict:
 
         spark = spark_session(master, driver_memory=driver, shuffle_partitions=16)
         raw, steps, _ = read_ratings_spark(spark, data, out / "scratch")
-        clean, steps = clean_spark(raw, steps, min_user_ratings=5, min_product_ratings=5)
+        clean, steps = clean_spark(raw, steps, min_user_ratings=k, min_product_ratings=k)
         parts, enc, report = split_and_encode(clean, "random", seed=42)
         for name, df in parts.items():
             write_sorted(df, out / f"{name}.parquet")
@@ -140,13 +146,17 @@ def child(stage: str, rows: int, work: Path, master: str) -> dict:
             train = EncodedRatings.from_parquet(path, **shape)
         time.sleep(1)  # let the sampler see the peak
         return {"train_ratings": len(train) if stage != "load_baseline" else 0}
-    if stage == "keras":
+    if stage in ("keras", "keras_small"):
         from recsys_utils.models.keras import KerasRatingModel, TrainParams  # noqa: PLC0415
 
         train = EncodedRatings.from_parquet(work / "spark" / "train.parquet", **shape)
+        if stage == "keras_small":
+            train = EncodedRatings(train.user_idx[:65_536].copy(), train.product_idx[:65_536].copy(),
+                                   train.rating[:65_536].copy(), **shape)
         t = time.perf_counter()
         KerasRatingModel(TrainParams(epochs=1, compare_below=0), verbose=0).fit(train)
-        return {"train_ratings": len(train), "epoch_s": round(time.perf_counter() - t, 1)}
+        return {"train_ratings": len(train), "epoch_s": round(time.perf_counter() - t, 1),
+                "tables_mib": round((enc.n_users + enc.n_products) * (32 + 1) * 4 * 3 / 2**20)}
     from recsys_utils.spark.als import SparkALS  # noqa: PLC0415
 
     spark = spark_session(master, driver_memory=driver, shuffle_partitions=16)
@@ -162,10 +172,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/recsys_bench/spark_scale"))
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--stages", default="pandas,spark,keras,als")
+    ap.add_argument("--min-ratings", type=int, default=5, help="k of the k-core (1: keep every rating)")
+    ap.add_argument("--driver-memory", default="6g", help="Spark driver heap (local mode: all of Spark)")
     ap.add_argument("--child", default="")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.rows, args.work, args.master)))
+        print(json.dumps(child(args.child, args.rows, args.work, args.master, args.min_ratings, args.driver_memory)))
         return
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / f"amazon2018_like_{args.rows}.csv"
@@ -189,6 +201,11 @@ def main() -> None:
         for name in ("load_frame", "load_columns"):
             extra = (done[name]["peak_rss_mib"] - done["load_baseline"]["peak_rss_mib"]) * 2**20
             print(f"{name}: {extra / n:.0f} bytes of peak memory per training rating ({n:,} ratings)")
+    if {"keras", "keras_small"} <= set(done):
+        n = done["keras"]["train_ratings"] - done["keras_small"]["train_ratings"]
+        extra = (done["keras"]["peak_rss_mib"] - done["keras_small"]["peak_rss_mib"]) * 2**20
+        print(f"keras: {extra / n:.1f} bytes of peak memory per training rating past the tables "
+              f"({n:,} ratings; tables with Adam's moments {done['keras']['tables_mib']:,} MiB)")
     if "pandas" in done and "spark" in done:
         same = all(done["pandas"][k] == done["spark"][k] for k in ("ratings_after_5core", "n_users", "n_products"))
         print(f"\npandas and Spark artifacts agree on rows and vocabularies: {same}")

@@ -210,3 +210,37 @@ def test_from_parquet_reads_the_same_rows_as_from_frame(tmp_path):
         EncodedRatings.from_parquet(path, 2, 2)
     with pytest.raises(RunError, match="has 02_encoding run"):
         EncodedRatings.from_parquet(tmp_path / "missing.parquet", 2, 2)
+
+
+def test_encoded_ratings_keep_12_bytes_a_rating_and_lose_nothing():
+    stars = np.array([1.0, 4.5, 5.0, 2.0])
+    e = EncodedRatings(np.array([0, 1, 1, 0], np.int64), [0, 0, 1, 1], stars, 2, 2)
+    assert (e.user_idx.dtype, e.product_idx.dtype, e.rating.dtype) == (np.int32, np.int32, np.float32)
+    assert e.user_idx.nbytes + e.product_idx.nbytes + e.rating.nbytes == 12 * len(e)
+    np.testing.assert_array_equal(e.rating.astype(np.float64), stars)
+    # a value float32 cannot hold exactly keeps float64, so no rating changes
+    odd = EncodedRatings([0, 1], [0, 1], [3.7, 4.0], 2, 2)
+    assert odd.rating.dtype == np.float64 and odd.rating[0] == 3.7
+    # already-compact arrays are used as they are, not copied
+    u = np.array([0, 1], np.int32)
+    r = np.array([4.0, 5.0], np.float32)
+    kept = EncodedRatings(u, u, r, 2, 2)
+    assert np.shares_memory(kept.user_idx, u) and np.shares_memory(kept.rating, r)
+
+
+def test_from_parquet_reads_a_folder_of_parts_in_order_and_keeps_exact_stars(tmp_path):
+    folder = tmp_path / "train.parquet"  # Spark's layout: part files and a marker
+    folder.mkdir()
+    parts = [pd.DataFrame({"user_idx": np.array([0, 1], np.int64), "product_idx": np.array([1, 0], np.int64),
+                           "rating": [5.0, 3.0]}),
+             pd.DataFrame({"user_idx": np.array([2], np.int64), "product_idx": np.array([1], np.int64),
+                           "rating": [3.7]})]
+    for i, part in enumerate(parts):
+        part.to_parquet(folder / f"part-{i:05d}.parquet")
+    (folder / "_SUCCESS").write_text("")
+    e = EncodedRatings.from_parquet(folder, 3, 2)
+    assert e.user_idx.tolist() == [0, 1, 2] and e.product_idx.tolist() == [1, 0, 1]
+    assert e.rating.dtype == np.float64 and e.rating.tolist() == [5.0, 3.0, 3.7]  # 3.7 forced float64
+    assert e.user_idx.dtype == np.int32
+    with pytest.raises(ParameterError, match=r"user_idx\[2\] = 2: expected an index in 0\.\.1"):
+        EncodedRatings.from_parquet(folder, 2, 2)  # the third row, in the second part

@@ -303,6 +303,30 @@ def test_epoch_batches_cover_every_row_in_equal_batches(n, batch_size):
     assert counts.max() <= 2
 
 
+def test_epoch_batches_are_the_generators_permutation_in_int32():
+    order = epoch_batches(30_001, 4096, np.random.default_rng(5))
+    reference = np.random.default_rng(5).permutation(30_001)
+    assert order.dtype == np.int32
+    np.testing.assert_array_equal(order.ravel()[:30_001], reference)
+    np.testing.assert_array_equal(order.ravel()[30_001:], reference[: order.size - 30_001])
+
+
+def test_an_epoch_sent_in_groups_of_batches_takes_the_same_steps(data, monkeypatch):
+    """Groups bound the epoch's copies; the steps, and so the weights, are those of one call."""
+    from recsys_utils.models.keras import fast
+
+    kwargs = dict(epochs=2, batch_size=64, patience=0, seed=4, **SINGLE)
+    whole = train(data, **kwargs)
+    monkeypatch.setattr(fast, "GROUP_BATCHES", 3)  # ~19 batches an epoch: 7 calls, the last shorter
+    grouped = train(data, **kwargs)
+    assert -(-len(data.train) // 64) > 3 * 6
+    ww, wg = extract_weights(whole.model), extract_weights(grouped.model)
+    for key in ("user_factors", "product_factors", "user_bias", "product_bias"):
+        np.testing.assert_allclose(wg[key], ww[key], rtol=0, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(grouped.history["loss"], whole.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(grouped.history["val_rmse"], whole.history["val_rmse"], rtol=1e-6)
+
+
 def test_epoch_batches_reshuffle_every_epoch():
     rng = np.random.default_rng(0)
     a, b = epoch_batches(1000, 100, rng), epoch_batches(1000, 100, rng)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 
 from recsys_utils.constants import (
     DEFAULT_PRODUCT_COL,
@@ -226,6 +226,12 @@ class EncodedRatings:
     rating_min, rating_max : float
         The star scale the ratings were given on.
 
+    The arrays are kept compact, 12 bytes a rating where the values allow: indices as
+    int32 (int64 only for a table of 2**31 rows or more), stars as float32 when every value
+    is exactly a float32 (whole and half stars are), float64 otherwise. Nothing is lost:
+    code that computes statistics upcasts (``np.asarray(r, np.float64)``) and gets the
+    same numbers as from float64 stars.
+
     Raises
     ------
     ParameterError
@@ -246,14 +252,13 @@ class EncodedRatings:
         n_products = positive_int("n_products", self.n_products)
         u = _check_indices(self.user_idx, n_users, "user_idx")
         p = _check_indices(self.product_idx, n_products, "product_idx")
-        r = np.asarray(self.rating, dtype=np.float64).ravel()
+        r = _compact_stars(self.rating)
         if not (len(u) == len(p) == len(r)):
             raise ParameterError(
                 f"user_idx, product_idx and ratings have {len(u)}, {len(p)} and {len(r)} values: expected equal lengths"
             )
-        bad = ~np.isfinite(r)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
+        if not np.isfinite(r).all():
+            i = int(np.flatnonzero(~np.isfinite(r))[0])
             raise ParameterError(f"ratings[{i}] = {r[i]}: expected finite numbers")
         if not self.rating_max > self.rating_min:
             raise ParameterError(f"rating scale [{self.rating_min}, {self.rating_max}] is empty")
@@ -309,33 +314,69 @@ class EncodedRatings:
     ) -> "EncodedRatings":
         """The index and rating columns of an encoded split's Parquet file (or Spark's folder of parts).
 
-        Only those three columns are read, straight into NumPy: the string IDs never become
-        a frame, so memory is the arrays themselves (24 bytes a rating once checked) rather
-        than pandas' string columns. Same result as :meth:`from_frame` on the whole file.
+        Only those three columns are read, batch by batch, into arrays allocated once at
+        their final size and type: the string IDs never become a frame and no whole-file
+        Arrow table is held, so memory is the arrays themselves (12 bytes a rating, see the
+        class) plus one batch. Same result as :meth:`from_frame` on the whole file.
         """
+        columns = [USER_INDEX_COL, PRODUCT_INDEX_COL, col_rating]
         try:
-            table = pq.read_table(Path(path), columns=[USER_INDEX_COL, PRODUCT_INDEX_COL, col_rating])
+            data = ds.dataset(str(path), format="parquet")
+            n = data.count_rows()
         except FileNotFoundError:
             raise RunError(f"{path} not found: has 02_encoding run?") from None
-        u, p = (table.column(c).to_numpy() for c in (USER_INDEX_COL, PRODUCT_INDEX_COL))
-        r = table.column(col_rating).to_numpy().astype(np.float64, copy=False)
-        del table
-        return cls._of_columns(u, p, r, n_users, n_products, rating_min, rating_max, drop_unknown)
+        index = _index_dtype(max(n_users, n_products))
+        u, p, r = np.empty(n, index), np.empty(n, index), np.empty(n, np.float32)
+        k = 0
+        for batch in data.to_batches(columns=columns, batch_size=1 << 20):
+            bu, bp, br = (batch.column(i).to_numpy(zero_copy_only=False) for i in range(3))
+            if drop_unknown:
+                known = (bu != UNKNOWN_INDEX) & (bp != UNKNOWN_INDEX)
+                bu, bp, br = bu[known], bp[known], br[known]
+            end = k + len(br)
+            # checked before the narrowing copy, which would wrap an index past int32
+            u[k:end] = _check_indices(bu, n_users, USER_INDEX_COL, offset=k)
+            p[k:end] = _check_indices(bp, n_products, PRODUCT_INDEX_COL, offset=k)
+            if r.dtype == np.float32 and not _exact_in_float32(br):
+                r = r.astype(np.float64)
+            r[k:end] = br
+            k = end
+        return cls(u[:k], p[:k], r[:k], n_users, n_products, rating_min, rating_max)
 
 
-def _check_indices(idx: object, n: int, name: str) -> np.ndarray:
-    """``idx`` as int64 if every entry is an integer in ``0..n - 1``; else ParameterError naming the first."""
+def _index_dtype(n: int) -> type:
+    """int32 for tables of up to 2**31 - 1 rows, else int64."""
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
+
+
+def _exact_in_float32(values: np.ndarray) -> bool:
+    """Whether every value survives a round trip through float32 (NaN counts as exact)."""
+    with np.errstate(over="ignore"):
+        as32 = values.astype(np.float32)
+    return bool(np.all((as32 == values) | np.isnan(values)))
+
+
+def _compact_stars(values: object) -> np.ndarray:
+    """The stars as float32 when that loses nothing, else float64 (no copy when already so)."""
+    arr = np.asarray(values).ravel()
+    if arr.dtype in (np.float32, np.float64) and (arr.dtype == np.float32 or not _exact_in_float32(arr)):
+        return arr
+    as64 = arr.astype(np.float64, copy=False)
+    return as64.astype(np.float32) if _exact_in_float32(as64) else as64
+
+
+def _check_indices(idx: object, n: int, name: str, offset: int = 0) -> np.ndarray:
+    """``idx`` as int32 (see :func:`_index_dtype`) if every entry is an integer in ``0..n - 1``;
+    else ParameterError naming the first (its position plus ``offset``). No copy when it already is."""
     arr = np.asarray(idx).ravel()
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         as_float = arr.astype(np.float64)
         whole = np.isfinite(as_float) & (as_float == np.floor(as_float))
         if not whole.all():
             i = int(np.flatnonzero(~whole)[0])
-            raise ParameterError(f"{name}[{i}] = {arr[i].item()!r}: expected an integer index in 0..{n - 1}")
-    arr = arr.astype(np.int64)
-    if arr.size:
-        out = (arr < 0) | (arr >= n)
-        if out.any():
-            i = int(np.flatnonzero(out)[0])
-            raise ParameterError(f"{name}[{i}] = {int(arr[i])}: expected an index in 0..{n - 1}")
-    return arr
+            raise ParameterError(f"{name}[{i + offset}] = {arr[i].item()!r}: expected an integer index in 0..{n - 1}")
+        arr = as_float.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        i = int(np.flatnonzero((arr < 0) | (arr >= n))[0])
+        raise ParameterError(f"{name}[{i + offset}] = {int(arr[i])}: expected an index in 0..{n - 1}")
+    return arr.astype(_index_dtype(n), copy=False)

@@ -94,7 +94,7 @@ class GlobalMean(Trainer):
             When ``train`` holds no rows.
         """
         train = self.check_train(train)
-        self.mean_ = float(np.mean(train.rating))
+        self.mean_ = float(np.mean(np.asarray(train.rating, np.float64)))
         return _zero_factor_model(self, train, global_bias=self.mean_)
 
 
@@ -163,7 +163,7 @@ class BiasBaseline(Trainer):
         train = self.check_train(train)
         if self.link == "sigmoid":
             return self._fit_sigmoid(train)
-        u, p, r = train.user_idx, train.product_idx, train.rating
+        u, p, r = train.user_idx, train.product_idx, np.asarray(train.rating, np.float64)
         n_users, n_products = train.n_users, train.n_products
         mu = float(np.mean(r))
         resid = r - mu

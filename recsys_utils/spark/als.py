@@ -88,7 +88,7 @@ class SparkALS(Trainer):
         train = self.check_train(train)
         spark = spark_session(self.master)
         base = None if self.implicit else BiasBaseline(self.bias_reg, self.bias_reg)
-        target = train.rating
+        target = np.asarray(train.rating, np.float64)
         if base is not None:
             base.fit(train)
             target = train.rating - (base.mu_ + base.user_bias_[train.user_idx] + base.product_bias_[train.product_idx])

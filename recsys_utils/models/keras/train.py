@@ -257,9 +257,16 @@ class KerasRatingModel(Trainer):
                                link_margin=self.result_.link_margin)
 
 
-def _arrays(data: EncodedRatings, margin: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
-    y = rating_to_unit(data.rating, data.rating_min, data.rating_max, margin).astype(np.float32)
-    return [data.user_idx.astype(np.int32), data.product_idx.astype(np.int32)], y.reshape(-1, 1)
+def _arrays(data: EncodedRatings, margin: float = 0.0, chunk: int = 1 << 20) -> tuple[list[np.ndarray], np.ndarray]:
+    """The model's inputs (the int32 indices themselves, not copies) and its float32 targets.
+
+    The targets are computed a chunk at a time, so training holds 4 bytes a rating more
+    than the data, not the float64 temporaries of one whole-array expression.
+    """
+    y = np.empty(len(data), np.float32)
+    for s in range(0, len(y), chunk):
+        y[s:s + chunk] = rating_to_unit(data.rating[s:s + chunk], data.rating_min, data.rating_max, margin)
+    return [data.user_idx.astype(np.int32, copy=False), data.product_idx.astype(np.int32, copy=False)], y.reshape(-1, 1)
 
 
 def train_model(
