@@ -104,7 +104,7 @@ def child(stage: str, rows: int, work: Path, master: str, k: int = 5, driver_mem
     from recsys_utils.data import Encoders, EncodedRatings, clean_ratings, read_ratings, split_ratings  # noqa: PLC0415
     from recsys_utils.io import write_parquet  # noqa: PLC0415
 
-    data = work / f"amazon2018_like_{rows}.csv"
+    data = work / f"amazon2018_like_{rows}.csv"  # one file per --work folder and size
     out = work / stage
     out.mkdir(parents=True, exist_ok=True)
     if stage == "pandas":
@@ -171,7 +171,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/recsys_bench/spark_scale"))
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--stages", default="pandas,spark,keras,als")
+    ap.add_argument("--stages", default="pandas,spark,keras_small,keras,als")
+    ap.add_argument("--spread", type=float, default=0.0,
+                    help="the generator's tail scale as users/f, products/f (0: bench_load's 50/20, many repeated pairs)")
     ap.add_argument("--min-ratings", type=int, default=5, help="k of the k-core (1: keep every rating)")
     ap.add_argument("--driver-memory", default="6g", help="Spark driver heap (local mode: all of Spark)")
     ap.add_argument("--child", default="")
@@ -184,7 +186,7 @@ def main() -> None:
     if not data.exists():
         t = time.perf_counter()
         write_electronics_like(data, rows=args.rows, users=int(args.rows * USERS_PER_RATING),
-                               products=int(args.rows * PRODUCTS_PER_RATING))
+                               products=int(args.rows * PRODUCTS_PER_RATING), spread=args.spread)
         print(json.dumps({"stage": "generate", "wall_s": round(time.perf_counter() - t, 1),
                           "disk_mib": round(data.stat().st_size / 2**20, 1)}), flush=True)
     results = []

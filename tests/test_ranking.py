@@ -103,7 +103,8 @@ def test_ranking_model_is_deterministic_per_seed(data):
     np.testing.assert_array_equal(a.product_bias, b.product_bias)
 
 
-def test_the_loss_weighs_liked_pairs_as_a_numpy_reference_does(data):
+@pytest.mark.parametrize("group", [None, 2])  # one compiled call for the epoch, or two batches a call
+def test_the_loss_weighs_liked_pairs_as_a_numpy_reference_does(data, group, monkeypatch):
     # One epoch at a learning rate too small to move anything: the mean batch loss the compiled
     # loop returns must equal the weighted sampled softmax (plus weighted L2) computed here from
     # the initial weights, with the same shuffling and negatives.
@@ -111,8 +112,13 @@ def test_the_loss_weighs_liked_pairs_as_a_numpy_reference_does(data):
     from recsys_utils.models.keras.layers import PRODUCT_BIAS, PRODUCT_EMBEDDING, USER_EMBEDDING
     from recsys_utils.models.keras.ranking import _RankFit, build_ranking_model, pair_weights
 
+    from recsys_utils.models.keras import fast
+
+    if group:
+        monkeypatch.setattr(fast, "GROUP_BATCHES", group)
     rows = data.train_rows
     u_all, p_all = rows.user_idx.astype(np.int64), rows.product_idx.astype(np.int64)
+    assert len(u_all) > 512 * 4  # more batches than one group of 2
     params = RankingParams(batch_size=512, negatives=64, learning_rate=1e-30, liked_weight=3.0)
     w_all = pair_weights(rows.rating, 4.0, 3.0)
     assert set(np.unique(w_all)) == {1.0, 3.0} and (w_all == 3.0).sum() == (rows.rating >= 4).sum()

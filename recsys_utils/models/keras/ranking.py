@@ -35,6 +35,7 @@ from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError, positive_int
 from recsys_utils.models.base import Trainer
 from recsys_utils.models.factors import FactorModel
+from recsys_utils.models.keras import fast
 from recsys_utils.models.keras.fast import BETA_1, BETA_2, adam_moments, epoch_batches, last_positions, sparse_adam
 from recsys_utils.models.keras.layers import PRODUCT_BIAS, PRODUCT_EMBEDDING, USER_EMBEDDING, import_keras
 from recsys_utils.models.validation import HeldOutRanking
@@ -292,6 +293,11 @@ class _RankFit:
         """
         order = epoch_batches(len(user_idx), self.params.batch_size, rng)
         negatives = rng.integers(0, self.n_products, size=(order.shape[0], self.n_negatives), dtype=np.int64)
-        w = np.ones(order.shape, np.float32) if weights is None else np.asarray(weights, np.float32)[order]
-        return float(self._steps(user_idx[order].astype(np.int64), product_idx[order].astype(np.int64),
-                                 negatives, w))
+        weights = None if weights is None else np.asarray(weights, np.float32)
+        means = []  # the batches go to the compiled loop a group at a time (see _FastFit.epoch)
+        for s in range(0, len(order), fast.GROUP_BATCHES):
+            rows = order[s:s + fast.GROUP_BATCHES]
+            w = np.ones(rows.shape, np.float32) if weights is None else weights[rows]
+            means.append((float(self._steps(user_idx[rows].astype(np.int64), product_idx[rows].astype(np.int64),
+                                            negatives[s:s + len(rows)], w)), len(rows)))
+        return means[0][0] if len(means) == 1 else sum(m * n for m, n in means) / len(order)
