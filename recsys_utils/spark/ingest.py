@@ -28,7 +28,7 @@ from recsys_utils.data.formats import detect_format, pick_all, sniff
 from recsys_utils.data.source import STREAM_ERRORS, Source
 from recsys_utils.data.timestamps import EARLIEST, TimeWindow
 from recsys_utils.errors import RatingsFileError
-from recsys_utils.spark.session import import_pyspark, positions
+from recsys_utils.spark.session import import_pyspark, local_uri, positions
 from recsys_utils.spark.timecols import id_text, parse_rating, parse_time, problem_report
 
 __all__ = ["LINE_COL", "read_ratings_spark"]
@@ -64,7 +64,7 @@ def read_ratings_spark(spark, path: str | Path, work_dir: str | Path, *, format:
             raise RatingsFileError(f"{path}: JSON lines are read by the pandas backend only; use {_PANDAS}, or "
                                    "convert the file to CSV or Parquet (user, product, rating, timestamp)")
         if fmt == "parquet":
-            raw = spark.read.parquet(str(path))
+            raw = spark.read.parquet(local_uri(path))
             cols = pick_all([str(c) for c in raw.columns], explicit, path)
             raw = positions(raw.select(*[c for c in cols if c]), None, "_pos")
             raw = raw.withColumn(LINE_COL, raw["_pos"] + 1).drop("_pos")
@@ -94,10 +94,10 @@ def _columns(path: Path, has_header: bool, first_fields: list[str]) -> list[str]
 def _lines(spark, source: Source, work_dir: Path):
     """The file's lines with their numbers (``_line``, ``value``), reading a plain UTF-8 file in parallel."""
     if source.container is None and source.encoding == "utf-8":
-        text = spark.read.text(str(source.path))
+        text = spark.read.text(local_uri(source.path))
         numbered = positions(text, None, "_pos")
         return numbered.withColumn(LINE_COL, numbered["_pos"] + 1).drop("_pos")
-    return spark.read.parquet(str(convert_to_parquet(source, work_dir / "input_lines.parquet")))
+    return spark.read.parquet(local_uri(convert_to_parquet(source, work_dir / "input_lines.parquet")))
 
 
 def convert_to_parquet(source: Source, target: Path, batch_lines: int = 1 << 20) -> Path:

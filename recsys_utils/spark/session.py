@@ -12,11 +12,12 @@ import importlib
 import logging
 import os
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 from recsys_utils.errors import RunError
 
-__all__ = ["DEFAULT_MASTER", "import_pyspark", "spark_session", "positions", "java_missing_hint"]
+__all__ = ["DEFAULT_MASTER", "import_pyspark", "spark_session", "positions", "java_missing_hint", "local_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ def import_pyspark() -> SimpleNamespace:
                        "(or pip install 'pyspark>=4'), or use -p backend pandas") from None
     return SimpleNamespace(sql=sql, F=importlib.import_module("pyspark.sql.functions"),
                            T=importlib.import_module("pyspark.sql.types"), Window=sql.Window)
+
+
+def local_uri(path: str | Path) -> str:
+    """``path`` as a ``file://`` URL: a file on the driver's file system (and on every executor's, e.g. over
+    NFS), whatever Hadoop's default file system is (on YARN it is HDFS, where a bare ``/mnt/x`` would point)."""
+    return "file://" + os.path.abspath(path)
 
 
 def spark_session(master: str = DEFAULT_MASTER, *, driver_memory: str = "2g", shuffle_partitions: int = 8,
