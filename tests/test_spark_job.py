@@ -23,7 +23,7 @@ from recsys_utils.data.cleaning import summarize
 from recsys_utils.errors import ParameterError, RunError
 from recsys_utils.io import read_json
 from recsys_utils.runs.pipeline import RunResult, _link_tree
-from recsys_utils.runs.spark_job import build_parser, job_config, prepared_config
+from recsys_utils.runs.spark_job import build_parser, job_config, main, prepared_config
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "recsys_utils" / "runs" / "spark_job.py"
@@ -101,6 +101,14 @@ def test_prepare_takes_only_01_and_02s_parameters_and_file_paths(tmp_path):
         job_config({}, "hdfs:///ratings.csv")
     with pytest.raises(RunError, match="params.json, artifacts/cleaning.json.*missing"):
         prepared_config(tmp_path, {})
+
+
+def test_the_job_outside_spark_submit_says_how_to_start_it(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "r.csv"
+    data.write_text("user,item,rating\nu,p,4\n")
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert main(["prepare", "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    assert "run this file with spark-submit" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_a_reused_artifacts_folder_brings_its_parquet_folders(tmp_path):

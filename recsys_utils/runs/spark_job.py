@@ -18,7 +18,8 @@ half-written ``OUT``. ``-p`` takes 01/02's parameters only. Then
 
 Paths are files on the driver's file system (every node must mount them: NFS, a mounted
 bucket); ``hdfs://``, ``s3a://``, ``gs://`` URLs are refused, since the reader sniffs and
-checksums the file with Python's own file API. Also ``python -m recsys_utils.runs.spark_job``.
+checksums the file with Python's own file API. The job runs under ``spark-submit`` only (on one
+machine: ``spark-submit --master 'local[2]' ...``, or ``python -m recsys_utils run -p backend spark``).
 """
 
 from __future__ import annotations
@@ -166,8 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    os.environ["TZ"] = "UTC"  # times collected to the driver read in UTC, as Spark's session time zone
-    time.tzset()
     with cli_hints():  # messages say -p invalid drop, as this command line takes it
         try:
             params: dict[str, str] = {}
@@ -176,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ParameterError(f"parameter {name} given twice")
                 params[name] = value
             cfg = job_config(params, args.data)
+            if "PYSPARK_GATEWAY_PORT" not in os.environ:  # set by spark-submit for the Python it starts
+                raise RunError("run this file with spark-submit, whose session (master, memory) it uses: "
+                               "spark-submit --master 'local[2]' recsys_utils/runs/spark_job.py prepare ... on one "
+                               "machine (or python -m recsys_utils run -p backend spark)")
+            os.environ["TZ"] = "UTC"  # times collected to this driver read in UTC, as in Spark's session
+            time.tzset()
             spark = spark_session(None)  # spark-submit's session: its master, its settings
             out = prepare(spark, cfg, args.out, overwrite=args.overwrite)
         except RecsysError as exc:

@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 
 LINE = "_line"  # ingest.LINE_COL (ingest imports this module)
 _PANDAS = "-p backend pandas"
-#: A line holding only what ``bytes.strip()`` removes is skipped, as the pandas reader skips it.
-_BLANK = "^[ \\t\\r\\x0B\\x0C]*$"
+#: A line holding only what ``bytes.strip()`` removes is skipped, as the pandas reader skips it (a converted
+#: file's lines keep their ending).
+_BLANK = "^[ \\t\\r\\n\\x0B\\x0C]*$"
 #: Appended after each line inside a JSON array: anything after the object (a second object,
 #: text) makes the array fail to parse or hold more than the object and this marker.
 _END = "recsys_utils:end-of-line"
