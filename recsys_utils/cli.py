@@ -20,11 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from recsys_utils.config import RunConfig, resolve_config
+from recsys_utils.config import NOTEBOOK_STEMS, RunConfig, resolve_config
 from recsys_utils.data.fetch import fetch_dataset
 from recsys_utils.data.sample import default_data_path, write_sample
 from recsys_utils.data.synthetic import generate_ratings
-from recsys_utils.errors import RecsysError, UnknownIDError, cli_hints, positive_int
+from recsys_utils.errors import ParameterError, RecsysError, UnknownIDError, cli_hints, positive_int
 from recsys_utils.explore.explorer import Explorer
 from recsys_utils.io import project_root
 from recsys_utils.retrieval.serve import popular_products, recommend_for_user
@@ -32,6 +32,7 @@ from recsys_utils.runs.layout import load_run
 from recsys_utils.runs.pipeline import run_pipeline
 from recsys_utils.runs.sweep import run_sweep
 from recsys_utils.runs.report import write_reports_index
+from recsys_utils.runs.spark_job import prepared_config
 from recsys_utils.runs.transaction import check_run_name, list_runs
 
 __all__ = ["main", "build_parser"]
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the five notebooks and render the HTML reports")
     _add_run_arguments(run, default_name="<date>-<time>-<data stem>", values="VALUE",
                        param_help="override a parameter (repeatable); `params` lists them")
+    run.add_argument("--prepared", metavar="DIR",
+                     help="continue from a folder spark_job.py prepare wrote (01/02's artifacts, e.g. by "
+                          "spark-submit on a cluster): run 03–05 on them; -p takes 03–05's parameters")
 
     rec = sub.add_parser("recommend", help="print top-N recommendations for a user from a finished run")
     rec.add_argument("--run", required=True, help="run directory, e.g. reports/<run_name>")
@@ -99,8 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-
-    cfg = resolve_config(_params(args.param), data=args.data)
+    prepared = {}
+    if args.prepared:  # 01/02 ran elsewhere (spark-submit): 03–05 on their artifacts
+        if args.data:
+            raise ParameterError("--data and --prepared: the prepared folder already holds the data; give one")
+        cfg = prepared_config(args.prepared, _params(args.param))
+        prepared = {"stems": NOTEBOOK_STEMS[2:], "reuse_artifacts": Path(args.prepared) / "artifacts"}
+    else:
+        cfg = resolve_config(_params(args.param), data=args.data)
     result = run_pipeline(
         cfg,
         run_name=args.run_name,
@@ -108,6 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         show_code=not args.hide_code,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        **prepared,
     )
     _refresh_reports_index(args)
     if result.ok:

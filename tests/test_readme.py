@@ -9,9 +9,11 @@ Every line of every ``bash`` block and every ``python`` block of README.md is ac
   the README's metrics excerpt must equal ``metrics.json``;
 * **checked, not run** (they take minutes, need a network, or clone the repository): ``make``
   lines (the target exists in the Makefile and ``ARGS`` parse as ``run`` arguments with
-  valid parameters), ``run``/``sweep`` commands (parsed, parameters resolved), ``fetch``
-  commands (parsed, the address is built), ``git clone``; commands quoted inline in the
-  prose (the make target, the subcommand or the file exists).
+  valid parameters), ``run``/``sweep`` commands (parsed, parameters resolved; ``run --prepared``
+  takes 03–05's only), ``spark-submit`` lines (the job's script exists, its arguments parse,
+  its parameters are 01/02's; ``test_spark_job.py`` runs it), ``fetch`` commands (parsed, the
+  address is built), ``git clone``; commands quoted inline in the prose (the make target, the
+  subcommand or the file exists).
 
 A line in a bash block that is none of these fails the test: a new example needs a check.
 """
@@ -34,6 +36,7 @@ from recsys_utils.errors import UnknownIDError
 from recsys_utils.explore.explorer import Explorer
 from recsys_utils.io import project_root
 from recsys_utils.retrieval.serve import recommend_for_user
+from recsys_utils.runs import spark_job
 from recsys_utils.runs.layout import load_run
 from recsys_utils.runs.sweep import POINT_STEMS
 
@@ -74,6 +77,9 @@ def check_cli(args: list[str]) -> str:
     ns = build_parser().parse_args(args)
     if ns.command == "run":
         resolve_config(_params(ns.param), data=ns.data)
+        if ns.prepared:  # 03–05 on a prepared folder: only their parameters, no --data
+            assert ns.data is None, args
+            spark_job.check_continuing(_params(ns.param))
     elif ns.command == "sweep":
         parse_grid(_params(ns.param), vary=POINT_STEMS)
     elif ns.command == "fetch":
@@ -82,7 +88,7 @@ def check_cli(args: list[str]) -> str:
 
 
 def test_every_shell_example_is_a_known_command_with_valid_options():
-    seen = {"make": 0, "cli": 0, "recommend": 0}
+    seen = {"make": 0, "cli": 0, "recommend": 0, "submit": 0}
     targets = makefile_targets()
     makefile = (REPO / "Makefile").read_text()
     for argv in shell_commands():
@@ -91,6 +97,13 @@ def test_every_shell_example_is_a_known_command_with_valid_options():
             continue
         if argv[0] == "cmp":  # two runs' files of the same name (the backend parity check; not run here)
             assert len(argv) == 3 and Path(argv[1]).name == Path(argv[2]).name, argv
+            continue
+        if argv[0] == "spark-submit":  # the Spark job (test_spark_job.py runs it): the script exists, its arguments
+            script = next(i for i, a in enumerate(argv) if a.endswith(".py"))  # parse, its parameters are 01/02's
+            assert (REPO / argv[script]).is_file() and argv[script + 1] == "prepare", argv
+            ns = spark_job.build_parser().parse_args(argv[script + 1:])
+            spark_job.job_config(_params(ns.param), ns.data)
+            seen["submit"] += 1
             continue
         if argv[:3] == ["pip", "install", "-e"]:  # an extra the project declares (not run)
             extra = re.fullmatch(r"\.\[(\w+)\]", argv[3])
@@ -110,7 +123,7 @@ def test_every_shell_example_is_a_known_command_with_valid_options():
             if name == "ARGS":
                 assert check_cli(["run", *shlex.split(value)]) == "run"
         seen["make"] += 1
-    assert seen["make"] >= 4 and seen["cli"] >= 8 and seen["recommend"] == 2, seen
+    assert seen["make"] >= 4 and seen["cli"] >= 8 and seen["recommend"] == 2 and seen["submit"] >= 2, seen
 
 
 def test_inline_commands_in_the_prose_exist():

@@ -259,6 +259,8 @@ def _run_staged(tx: RunTransaction, cfg: RunConfig, sources: list[Path], stems: 
         cfg.data_path = str(data_file)
         manifest["params"] = cfg.to_dict()
         manifest["input"] = {"path": str(data_file), "sha256": None, "bytes": None}
+        if reuse_artifacts is not None:  # the reader that made them took the checksum
+            manifest["input"] = _input_info(paths, data_file)
         cfg.save(paths.params)
         save_state()
         with _this_interpreter_kernel() as kernel:
@@ -318,12 +320,16 @@ def _run_staged(tx: RunTransaction, cfg: RunConfig, sources: list[Path], stems: 
 
 
 def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) every file of ``src`` into ``dst``, folders (the Spark backend's Parquet) included."""
     import shutil
 
     if not src.is_dir():
         raise RunError(f"{src}: no artifacts folder to reuse")
     for f in src.iterdir():
-        if f.is_file():
+        if f.is_dir():
+            (dst / f.name).mkdir()
+            _link_tree(f, dst / f.name)
+        elif f.is_file():
             try:
                 os.link(f, dst / f.name)
             except OSError:

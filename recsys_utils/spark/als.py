@@ -26,7 +26,7 @@ from recsys_utils.errors import ParameterError
 from recsys_utils.models.base import Trainer
 from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.factors import FactorModel
-from recsys_utils.spark.session import DEFAULT_MASTER, import_pyspark, spark_session
+from recsys_utils.spark.session import DEFAULT_MASTER, import_pyspark, local_uri, spark_session
 
 __all__ = ["TRAINERS", "SparkALS", "factors_of"]
 
@@ -101,7 +101,7 @@ class SparkALS(Trainer):
                     rating_max: float = RATING_MAX) -> FactorModel:
         """Fit on 02's ``train.parquet`` read by Spark (the biases by one grouped pass each round)."""
         F = import_pyspark().F
-        df = spark.read.parquet(str(train_path)).select(USER_INDEX_COL, PRODUCT_INDEX_COL,
+        df = spark.read.parquet(local_uri(train_path)).select(USER_INDEX_COL, PRODUCT_INDEX_COL,
                                                         F.col("rating").cast("double").alias("target"))
         base = None
         if not self.implicit:

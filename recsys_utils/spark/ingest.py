@@ -1,17 +1,22 @@
 """Read and validate a ratings file with Spark, by the same rules and messages as ``data.read_ratings``.
 
 What Spark reads: CSV/TSV (separator and header sniffed by :mod:`recsys_utils.data.formats`
-from the file's head) and Parquet. A plain UTF-8 text file is read in parallel, line by line
-(``spark.read.text``, so blank lines keep their numbers and every message names the file's
-line); a compressed or non-UTF-8 file (gzip is not splittable) is first converted once, by a
-streaming pass of :class:`~recsys_utils.data.source.Source`, to a Parquet file of numbered
-lines. IDs, stars and timestamps are checked by the rules of
+from the file's head), JSON lines (:mod:`recsys_utils.spark.jsonl`: Amazon's 2014/2018
+review files, the 2023 corpus) and Parquet. A plain UTF-8 text file is read in parallel, line
+by line (``spark.read.text``, so blank lines keep their numbers and every message names the
+file's line); a compressed or non-UTF-8 file (gzip is not splittable) is first converted
+once, by a streaming pass of :class:`~recsys_utils.data.source.Source`, to a Parquet file of
+numbered lines. IDs, stars and timestamps are checked by the rules of
 :mod:`recsys_utils.data.validate` (the same errors, the same dropped rows and reports).
+Spark reads and writes the driver's paths as ``file://`` URLs (:func:`~recsys_utils.spark.session.local_uri`),
+so on a cluster they must be on storage every node mounts.
 
-Where Spark cannot do what pandas does, it says so: JSON lines, text dates that are neither
-ISO 8601 nor numbers (``"09 13, 2009"``, parsed by pandas' mixed parser), a CSV field holding
-a quoted line break (counted as two lines here), and times below a microsecond (Spark keeps
-microseconds) are refused or noted with ``-p backend pandas`` as the way out.
+Where Spark cannot do what pandas does, it says so: text dates that are neither ISO 8601
+nor numbers (``"09 13, 2009"``, parsed by pandas' mixed parser), a CSV field holding a quoted
+line break (counted as two lines here), times below a microsecond (Spark keeps
+microseconds), and in JSON lines Python dict literals, ``NaN`` literals and IDs or times of
+2**63 or more written as numbers are refused or noted with ``-p backend pandas`` as the way
+out.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
-from recsys_utils.data.formats import detect_format, pick_all, sniff
+from recsys_utils.data.formats import (PRODUCT_CANDIDATES, RATING_CANDIDATES, TIMESTAMP_CANDIDATES, USER_CANDIDATES,
+                                       detect_format, pick_all, sniff)
 from recsys_utils.data.source import STREAM_ERRORS, Source
 from recsys_utils.data.timestamps import EARLIEST, TimeWindow
 from recsys_utils.errors import RatingsFileError
-from recsys_utils.spark.session import import_pyspark, positions
+from recsys_utils.spark.jsonl import read_jsonl_spark
+from recsys_utils.spark.session import import_pyspark, local_uri, positions
 from recsys_utils.spark.timecols import id_text, parse_rating, parse_time, problem_report
 
 __all__ = ["LINE_COL", "read_ratings_spark"]
@@ -38,7 +45,6 @@ log = logging.getLogger(__name__)
 #: The column holding each row's line (or row) number in the file; it orders duplicates and the output.
 LINE_COL = "_line"
 
-_PANDAS = "-p backend pandas"
 
 
 def read_ratings_spark(spark, path: str | Path, work_dir: str | Path, *, format: str = "auto",
@@ -61,10 +67,11 @@ def read_ratings_spark(spark, path: str | Path, work_dir: str | Path, *, format:
         sample = None if format.lower() in ("parquet", "pq") or source.is_parquet else source.sample()
         fmt = detect_format(source, format, sample)
         if fmt == "jsonl":
-            raise RatingsFileError(f"{path}: JSON lines are read by the pandas backend only; use {_PANDAS}, or "
-                                   "convert the file to CSV or Parquet (user, product, rating, timestamp)")
-        if fmt == "parquet":
-            raw = spark.read.parquet(str(path))
+            candidates = set(USER_CANDIDATES + PRODUCT_CANDIDATES + RATING_CANDIDATES + TIMESTAMP_CANDIDATES)
+            raw, cols = read_jsonl_spark(spark, source, explicit, candidates, work_dir)
+            unit_word, where = "line", "field"
+        elif fmt == "parquet":
+            raw = spark.read.parquet(local_uri(path))
             cols = pick_all([str(c) for c in raw.columns], explicit, path)
             raw = positions(raw.select(*[c for c in cols if c]), None, "_pos")
             raw = raw.withColumn(LINE_COL, raw["_pos"] + 1).drop("_pos")
@@ -94,10 +101,10 @@ def _columns(path: Path, has_header: bool, first_fields: list[str]) -> list[str]
 def _lines(spark, source: Source, work_dir: Path):
     """The file's lines with their numbers (``_line``, ``value``), reading a plain UTF-8 file in parallel."""
     if source.container is None and source.encoding == "utf-8":
-        text = spark.read.text(str(source.path))
+        text = spark.read.text(local_uri(source.path))
         numbered = positions(text, None, "_pos")
         return numbered.withColumn(LINE_COL, numbered["_pos"] + 1).drop("_pos")
-    return spark.read.parquet(str(convert_to_parquet(source, work_dir / "input_lines.parquet")))
+    return spark.read.parquet(local_uri(convert_to_parquet(source, work_dir / "input_lines.parquet")))
 
 
 def convert_to_parquet(source: Source, target: Path, batch_lines: int = 1 << 20) -> Path:

@@ -12,11 +12,12 @@ import importlib
 import logging
 import os
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 from recsys_utils.errors import RunError
 
-__all__ = ["DEFAULT_MASTER", "import_pyspark", "spark_session", "positions", "java_missing_hint"]
+__all__ = ["DEFAULT_MASTER", "import_pyspark", "spark_session", "positions", "java_missing_hint", "local_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +44,43 @@ def import_pyspark() -> SimpleNamespace:
                            T=importlib.import_module("pyspark.sql.types"), Window=sql.Window)
 
 
-def spark_session(master: str = DEFAULT_MASTER, *, driver_memory: str = "2g", shuffle_partitions: int = 8,
+def local_uri(path: str | Path) -> str:
+    """``path`` as a ``file://`` URL: a file on the driver's file system (and on every executor's, e.g. over
+    NFS), whatever Hadoop's default file system is (on YARN it is HDFS, where a bare ``/mnt/x`` would point)."""
+    return "file://" + os.path.abspath(path)
+
+
+def spark_session(master: str | None = DEFAULT_MASTER, *, driver_memory: str = "2g", shuffle_partitions: int = 8,
                   app_name: str = "recsys_utils"):
     """The active SparkSession, or a new one on ``master`` (``local[N]``, ``spark://host:7077``, ``yarn``, ...).
 
     Times are read and written in UTC (so a date without a zone means the same instant as in
     pandas), ANSI SQL is on (a failed cast raises unless ``try_cast`` is used), Parquet
     timestamps are written as microseconds. ``driver_memory`` applies only when this call
-    starts the JVM.
+    starts the JVM. ``master=None`` is a session ``spark-submit`` configures: its ``--master``,
+    memory, partitions, UI and JVM options stay as its command line and ``spark-defaults.conf``
+    set them (give the JVMs ``-Duser.timezone=UTC`` there, as the README's commands do).
     """
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise RunError(java_missing_hint())
     ps = import_pyspark()
-    builder = (ps.sql.SparkSession.builder.master(master).appName(app_name)
-               .config("spark.driver.memory", driver_memory)
-               .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-               .config("spark.sql.session.timeZone", "UTC")
+    builder = ps.sql.SparkSession.builder
+    if master is not None:
+        builder = (builder.master(master).appName(app_name)
+                   .config("spark.driver.memory", driver_memory)
+                   .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+                   .config("spark.ui.enabled", "false")
+                   .config("spark.ui.showConsoleProgress", "false")
+                   .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+                   .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
+    builder = (builder.config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.ansi.enabled", "true")
-               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-               .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"))
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # py4j/JVM start-up failures come in several types
-        raise RunError(f"Spark did not start on master {master!r}: {str(exc).splitlines()[0][:300]}; "
+        where = f"on master {master!r}" if master is not None else "under spark-submit"
+        raise RunError(f"Spark did not start {where}: {str(exc).splitlines()[0][:300]}; "
                        + java_missing_hint()) from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark

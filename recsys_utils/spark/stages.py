@@ -18,7 +18,7 @@ import pyarrow as pa
 from recsys_utils.io import write_json
 from recsys_utils.spark.ingest import LINE_COL, read_ratings_spark
 from recsys_utils.spark.prepare import clean_spark, split_and_encode, summarize_spark
-from recsys_utils.spark.session import DEFAULT_MASTER, positions, spark_session
+from recsys_utils.spark.session import DEFAULT_MASTER, local_uri, positions, spark_session
 
 __all__ = ["BACKENDS", "session", "read", "clean", "head", "plot_frame", "write_sorted", "encode", "summarize"]
 
@@ -62,7 +62,7 @@ def write_sorted(df, path: Path, *, keep_line: bool = False) -> Path:
     tmp = path.with_name(path.name + ".writing")
     shutil.rmtree(tmp, ignore_errors=True)
     out = df.orderBy(LINE_COL)
-    (out if keep_line else out.drop(LINE_COL)).write.parquet(str(tmp))
+    (out if keep_line else out.drop(LINE_COL)).write.parquet(local_uri(tmp))
     if path.is_dir():
         shutil.rmtree(path)
     elif path.exists():
@@ -74,7 +74,7 @@ def write_sorted(df, path: Path, *, keep_line: bool = False) -> Path:
 def read_cleaned(spark, paths):
     """01's cleaned table, in file order (numbered by position if 01 ran with the pandas backend)."""
     paths.require(paths.ratings)
-    df = spark.read.parquet(str(paths.ratings))
+    df = spark.read.parquet(local_uri(paths.ratings))
     if LINE_COL not in df.columns:
         df = positions(df, None, LINE_COL)
     return df

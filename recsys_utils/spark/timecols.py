@@ -16,7 +16,7 @@ from pathlib import Path
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
 from recsys_utils.data.cleaning import CleaningStep
 from recsys_utils.data.timestamps import TimeWindow
-from recsys_utils.errors import RatingsFileError
+from recsys_utils.errors import RatingsFileError, setting
 from recsys_utils.spark.session import import_pyspark
 
 __all__ = ["id_text", "parse_rating", "parse_time", "problem_report"]
@@ -125,7 +125,7 @@ def problem_report(flagged, cols: tuple, path: Path, unit_word: str, where: str,
     ucol, pcol, rcol, tcol = cols
     lo, hi = scale
     drop = invalid == "drop"
-    how_to_drop = "; pass invalid='drop' to drop such rows" if not drop else ""
+    how_to_drop = f"; pass {setting('invalid', 'drop')} to drop such rows" if not drop else ""
     u, p, r = F.col(DEFAULT_USER_COL), F.col(DEFAULT_PRODUCT_COL), F.col(DEFAULT_RATING_COL)
     has_t = tcol is not None
     t_absent = F.col("_t_absent") if has_t else F.lit(False)
@@ -192,7 +192,7 @@ def problem_report(flagged, cols: tuple, path: Path, unit_word: str, where: str,
             raise RatingsFileError(
                 f"{at('t_problem', tcol)}: found {found}; expected unix seconds/milliseconds/microseconds/"
                 f"nanoseconds, a YYYYMMDD integer or a date, {window.text()} ({count['t_problem']} such rows; pass "
-                f"timestamp_col='none' to ignore timestamps{how_to_drop})")
+                f"{setting('timestamp_col', 'none')} to ignore timestamps{how_to_drop})")
         if count["t_absent"]:
             missing_notes.append(f"{count['t_absent']} without a timestamp (first: {at('t_absent', tcol)})")
         if count["t_bad"]:
