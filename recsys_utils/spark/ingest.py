@@ -35,7 +35,7 @@ from recsys_utils.data.source import STREAM_ERRORS, Source
 from recsys_utils.data.timestamps import EARLIEST, TimeWindow
 from recsys_utils.errors import RatingsFileError
 from recsys_utils.spark.jsonl import read_jsonl_spark
-from recsys_utils.spark.session import import_pyspark, local_uri, positions
+from recsys_utils.spark.session import checkpoint, import_pyspark, local_uri, positions
 from recsys_utils.spark.timecols import id_text, parse_rating, parse_time, problem_report
 
 __all__ = ["LINE_COL", "read_ratings_spark"]
@@ -168,7 +168,7 @@ def _canonical(raw, cols: tuple, path: Path, unit_word: str, where: str, scale: 
         LINE_COL, *[e.alias(k) for k, e in exprs.items()], rating.alias(DEFAULT_RATING_COL),
         r_absent.alias("_r_absent"), r_bad.alias("_r_bad"), F.col(rcol).cast("string").alias("_r_raw"),
         *([] if tcol is None else parse_time(raw, tcol, types[tcol], window)))
-    flagged = flagged.localCheckpoint(eager=True)
+    flagged = checkpoint(flagged)
     keep = problem_report(flagged, cols, path, unit_word, where, scale, invalid, window)
     steps = keep.pop("steps")
     out = flagged.where(keep["keep"]) if invalid == "drop" else flagged

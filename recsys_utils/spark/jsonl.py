@@ -42,7 +42,7 @@ from recsys_utils.data.formats import pick_all
 from recsys_utils.data.jsonl import _Literal, _parse_json_line, _text
 from recsys_utils.data.source import STREAM_ERRORS, Source
 from recsys_utils.errors import RatingsFileError
-from recsys_utils.spark.session import import_pyspark, local_uri, positions
+from recsys_utils.spark.session import checkpoint, import_pyspark, local_uri, positions
 
 __all__ = ["read_jsonl_spark"]
 
@@ -99,7 +99,8 @@ def read_jsonl_spark(spark, source: Source, explicit: tuple, candidates: set[str
         exact = [c for c in picked if c != cols[2]]
         inexact = F.coalesce(*[F.when(F.col(f"_x{at[c]}"), F.lit(c)) for c in exact], F.lit(None).cast("string"))
         parsed = df.select(LINE, "_broken", inexact.alias("_inexact"),
-                           *[F.col(f"_t{at[c]}").alias(c) for c in picked]).localCheckpoint(eager=True)
+                           *[F.col(f"_t{at[c]}").alias(c) for c in picked])
+        parsed = checkpoint(parsed)
 
     def first(col: str):
         return F.min(F.when(F.col(col).isNotNull(), F.struct(LINE, col))).alias(col)

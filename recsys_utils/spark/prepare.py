@@ -24,7 +24,7 @@ from recsys_utils.data.split import (
 )
 from recsys_utils.errors import ParameterError, RatingsFileError
 from recsys_utils.spark.ingest import LINE_COL
-from recsys_utils.spark.session import import_pyspark, positions
+from recsys_utils.spark.session import checkpoint, import_pyspark, positions
 
 __all__ = ["clean_spark", "summarize_spark", "split_and_encode"]
 
@@ -53,7 +53,7 @@ def clean_spark(df, read_steps: list[CleaningStep], *, duplicates: str = "last",
         deduped = df.groupBy(U, P).agg(pick.alias("k")).select(
             U, P, F.col("k")[R].alias(R), *([F.col("k")[T].alias(T)] if has_time else []),
             F.col("k")[LINE_COL].alias(LINE_COL))
-    cur = deduped.select(U, P, R, *([T] if has_time else []), LINE_COL).localCheckpoint(eager=True)
+    cur = checkpoint(deduped.select(U, P, R, *([T] if has_time else []), LINE_COL))
     n_kept = cur.count()
     steps.append(CleaningStep("duplicates", n0, n_kept, f"repeated (user, product) pairs, kept {duplicates}"))
     passes, n_cur = 0, n_kept
@@ -61,7 +61,7 @@ def clean_spark(df, read_steps: list[CleaningStep], *, duplicates: str = "last",
         passes += 1
         low_u = cur.groupBy(U).count().where(F.col("count") < min_user_ratings).select(U)
         low_p = cur.groupBy(P).count().where(F.col("count") < min_product_ratings).select(P)
-        nxt = cur.join(low_u, U, "left_anti").join(low_p, P, "left_anti").localCheckpoint(eager=True)
+        nxt = checkpoint(cur.join(low_u, U, "left_anti").join(low_p, P, "left_anti"))
         n_nxt = nxt.count()
         if n_nxt == n_cur:
             break
@@ -160,8 +160,7 @@ def split_and_encode(df, method: str = "random", *, test_fraction: float = 0.1, 
     F = import_pyspark().F
     check_split_args(method, test_fraction, valid_fraction)
     n = df.count()
-    parted = _parts(df, method, test_fraction, valid_fraction, seed, n).select(
-        *df.columns, "_part").localCheckpoint(eager=True)
+    parted = checkpoint(_parts(df, method, test_fraction, valid_fraction, seed, n).select(*df.columns, "_part"))
     sizes = {name: 0 for name in ("train", "valid", "test")}
     for r in parted.groupBy("_part").count().collect():
         sizes[("train", "valid", "test")[int(r["_part"])]] = int(r["count"])
@@ -171,10 +170,9 @@ def split_and_encode(df, method: str = "random", *, test_fraction: float = 0.1, 
     check_part_sizes(sizes, method, n)
     train = parted.where(F.col("_part") == 0)
     vocab_u, vocab_p = _ranks(train, U, USER_INDEX_COL), _ranks(train, P, PRODUCT_INDEX_COL)
-    encoded = (parted.join(vocab_u, U, "left").join(vocab_p, P, "left")
+    encoded = checkpoint(parted.join(vocab_u, U, "left").join(vocab_p, P, "left")
                .withColumn(USER_INDEX_COL, F.coalesce(F.col(USER_INDEX_COL), F.lit(UNKNOWN_INDEX)).cast("int"))
-               .withColumn(PRODUCT_INDEX_COL, F.coalesce(F.col(PRODUCT_INDEX_COL), F.lit(UNKNOWN_INDEX)).cast("int"))
-               .localCheckpoint(eager=True))
+               .withColumn(PRODUCT_INDEX_COL, F.coalesce(F.col(PRODUCT_INDEX_COL), F.lit(UNKNOWN_INDEX)).cast("int")))
     report: dict = {"sizes": sizes}
     for code, name in ((1, "valid"), (2, "test")):
         part = encoded.where(F.col("_part") == code)

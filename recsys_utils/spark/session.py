@@ -17,7 +17,8 @@ from types import SimpleNamespace
 
 from recsys_utils.errors import RunError
 
-__all__ = ["DEFAULT_MASTER", "import_pyspark", "spark_session", "positions", "java_missing_hint", "local_uri"]
+__all__ = ["DEFAULT_MASTER", "import_pyspark", "spark_session", "positions", "checkpoint", "java_missing_hint",
+           "local_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,21 @@ def spark_session(master: str | None = DEFAULT_MASTER, *, driver_memory: str = "
     return spark
 
 
+def checkpoint(df):
+    """``df`` computed now and kept on local disk, its lineage cut (``localCheckpoint``).
+
+    On disk only: a checkpoint is here to fix a result (a numbering, a k-core pass) and keep
+    plans short, not to be fast to re-read, and in local mode every cached block competes
+    with the sorts and joins for the one JVM's heap. Kept in memory (Spark's default), 60M
+    ratings ran a 12 GiB driver out of heap (``benchmarks/RESULTS.md``).
+    """
+    return df.localCheckpoint(eager=True, storageLevel=_disk_only())
+
+
+def _disk_only():
+    return importlib.import_module("pyspark.storagelevel").StorageLevel.DISK_ONLY
+
+
 def positions(df, order: list[str] | None, name: str = "pos", partitions: int | None = None):
     """``df`` with ``name``: each row's 0-based place in the global order of the columns ``order``.
 
@@ -100,7 +116,7 @@ def positions(df, order: list[str] | None, name: str = "pos", partitions: int | 
     mono = "_mono_" + name
     if order:
         df = df.repartitionByRange(n_parts, *order).sortWithinPartitions(*order)
-    ranged = df.withColumn(mono, F.monotonically_increasing_id()).localCheckpoint(eager=True)
+    ranged = checkpoint(df.withColumn(mono, F.monotonically_increasing_id()))
     counts = (ranged.groupBy(F.shiftright(F.col(mono), _LOCAL_BITS).alias("p")).count().collect())
     offsets, total = {}, 0
     for row in sorted(counts, key=lambda r: r["p"]):
