@@ -24,19 +24,10 @@ from recsys_utils.errors import ParameterError, RunError
 from recsys_utils.io import read_json
 from recsys_utils.runs.pipeline import RunResult, _link_tree
 from recsys_utils.runs.spark_job import build_parser, job_config, main, prepared_config
+from test_spark import normalised  # the same comparison as the backend parity tests
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "recsys_utils" / "runs" / "spark_job.py"
-
-
-def strings(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.reset_index(drop=True).copy()
-    for c in out.columns:
-        if str(out[c].dtype) in ("str", "string", "object"):
-            out[c] = out[c].astype("string")
-        elif str(out[c].dtype).startswith("datetime64"):
-            out[c] = out[c].astype("datetime64[ns, UTC]")
-    return out
 
 
 @pytest.mark.spark
@@ -76,10 +67,10 @@ def test_spark_submit_prepare_writes_what_the_pandas_backend_prepares(shared_dat
         "method": "per_user", "seed": cfg.seed, **describe_split(parts), "n_users": encoders.n_users,
         "n_products": encoders.n_products}))
     ratings = pd.read_parquet(artifacts / "ratings.parquet")
-    pd.testing.assert_frame_equal(strings(ratings.drop(columns="_line")), strings(clean))
+    pd.testing.assert_frame_equal(normalised(ratings.drop(columns="_line")), normalised(clean))
     for name in ("train", "valid", "test"):
-        pd.testing.assert_frame_equal(strings(pd.read_parquet(artifacts / f"{name}.parquet")),
-                                      strings(encoders.encode(getattr(parts, name))), obj=name)
+        pd.testing.assert_frame_equal(normalised(pd.read_parquet(artifacts / f"{name}.parquet")),
+                                      normalised(encoders.encode(getattr(parts, name))), obj=name)
 
     # what `run --prepared` runs 03–05 with: the prepared parameters, 03–05's overrides only
     cont = prepared_config(out, {"trainer": "spark_als", "epochs": "5"})
