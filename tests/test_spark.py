@@ -289,3 +289,19 @@ def test_implicit_spark_als_top_n_equals_recommend_for_user_subset(spark):
     top, _ = fm.recommend(users, 10)
     for i, user in enumerate(users):
         assert list(top[i]) == recs[int(user)], user
+
+
+def test_als_factors_collected_in_id_ranges_equal_one_collect(spark):
+    # a chunk of 3 rows' worth of bytes: many ranges, the last one short, each user once
+    from recsys_utils.spark.als import factors_of
+
+    train, _ = low_rank(seed=2)
+    als = SparkALS(rank=6, reg=0.05, max_iter=2, implicit=True, seed=3)
+    als.fit(train)
+    users, products = factors_of(als.als_model_, train.n_users, train.n_products, 6, chunk_bytes=3 * 4 * 6)
+    rows = als.als_model_.userFactors.toPandas()
+    expected = np.zeros((train.n_users, 6), np.float32)
+    expected[rows["id"].to_numpy()] = np.stack(rows["features"].to_numpy())
+    np.testing.assert_array_equal(users, expected)
+    assert train.n_users > 3 * 10 and np.abs(users).sum(1).min() > 0  # every user has factors, none lost
+    assert products.shape == (train.n_products, 6)

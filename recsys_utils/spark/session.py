@@ -72,7 +72,7 @@ def spark_session(master: str | None = DEFAULT_MASTER, *, driver_memory: str = "
                    .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
                    .config("spark.ui.enabled", "false")
                    .config("spark.ui.showConsoleProgress", "false")
-                   .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+                   .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC -Xss16m")
                    .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
     builder = (builder.config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.ansi.enabled", "true")
