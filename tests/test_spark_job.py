@@ -34,7 +34,8 @@ JOB = REPO / "recsys_utils" / "runs" / "spark_job.py"
 @pytest.mark.realdata
 def test_spark_submit_prepare_writes_what_the_pandas_backend_prepares(shared_data, tmp_path):
     pyspark = pytest.importorskip("pyspark")
-    data = shared_data / "amazon_musical_instruments_5core" / "ratings.csv"
+    # resolved, as a run resolves --data (config.resolve_config): cleaning.json records that path
+    data = (shared_data / "amazon_musical_instruments_5core" / "ratings.csv").resolve()
     out = tmp_path / "prepared" / "mi"
     submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
