@@ -15,7 +15,7 @@ from recsys_utils.data.source import Source
 from recsys_utils.errors import ParameterError, RatingsFileError, setting
 
 
-__all__ = ["USER_CANDIDATES", "PRODUCT_CANDIDATES", "RATING_CANDIDATES", "TIMESTAMP_CANDIDATES", "INVALID_POLICIES", "detect_format", "sniff", "pick_column", "pick_all", "check_utf8"]
+__all__ = ["USER_CANDIDATES", "PRODUCT_CANDIDATES", "RATING_CANDIDATES", "TIMESTAMP_CANDIDATES", "ALL_CANDIDATES", "INVALID_POLICIES", "detect_format", "sniff", "pick_column", "pick_all", "check_utf8"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ PRODUCT_CANDIDATES = ("product_id", "productid", "parent_asin", "asin", "itemid"
 RATING_CANDIDATES = ("rating", "overall", "ratings", "score", "stars", "star_rating")
 #: A date column beats a time column: ``time`` often holds a time of day only.
 TIMESTAMP_CANDIDATES = ("timestamp", "unixreviewtime", "unix_review_time", "date", "review_date", "time")
+#: Every name a column is looked for under (what a JSON-lines reader keeps of each line).
+ALL_CANDIDATES = frozenset(USER_CANDIDATES + PRODUCT_CANDIDATES + RATING_CANDIDATES + TIMESTAMP_CANDIDATES)
 
 _SEPARATORS = (",", "\t", ";", "|")
 

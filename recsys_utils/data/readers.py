@@ -31,11 +31,8 @@ from recsys_utils.constants import (
     RATING_MIN,
 )
 from recsys_utils.data.formats import (
+    ALL_CANDIDATES,
     INVALID_POLICIES,
-    PRODUCT_CANDIDATES,
-    RATING_CANDIDATES,
-    TIMESTAMP_CANDIDATES,
-    USER_CANDIDATES,
     check_utf8,
     detect_format,
     pick_all,
@@ -166,8 +163,7 @@ def _read(source: Source, format: str, explicit: tuple, scale: tuple[float, floa
             raise RatingsFileError(f"{path}: holds no rating rows")
         cols = pick_all(list(raw.columns), explicit, path)
     elif fmt == "jsonl":
-        candidates = set(USER_CANDIDATES + PRODUCT_CANDIDATES + RATING_CANDIDATES + TIMESTAMP_CANDIDATES)
-        raw, lines, cols = read_jsonl(source, explicit, candidates)
+        raw, lines, cols = read_jsonl(source, explicit, set(ALL_CANDIDATES))
         unit_word, header_lines, where = "line", 0, "field"
     else:
         assert sample is not None

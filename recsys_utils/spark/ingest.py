@@ -29,8 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFAULT_TIMESTAMP_COL, DEFAULT_USER_COL
-from recsys_utils.data.formats import (PRODUCT_CANDIDATES, RATING_CANDIDATES, TIMESTAMP_CANDIDATES, USER_CANDIDATES,
-                                       detect_format, pick_all, sniff)
+from recsys_utils.data.formats import ALL_CANDIDATES, detect_format, pick_all, sniff
 from recsys_utils.data.source import STREAM_ERRORS, Source
 from recsys_utils.data.timestamps import EARLIEST, TimeWindow
 from recsys_utils.errors import RatingsFileError
@@ -67,8 +66,7 @@ def read_ratings_spark(spark, path: str | Path, work_dir: str | Path, *, format:
         sample = None if format.lower() in ("parquet", "pq") or source.is_parquet else source.sample()
         fmt = detect_format(source, format, sample)
         if fmt == "jsonl":
-            candidates = set(USER_CANDIDATES + PRODUCT_CANDIDATES + RATING_CANDIDATES + TIMESTAMP_CANDIDATES)
-            raw, cols = read_jsonl_spark(spark, source, explicit, candidates, work_dir)
+            raw, cols = read_jsonl_spark(spark, source, explicit, set(ALL_CANDIDATES), work_dir)
             unit_word, where = "line", "field"
         elif fmt == "parquet":
             raw = spark.read.parquet(local_uri(path))

@@ -248,9 +248,9 @@ class _FastFit:
               group: int | None = None):
         """One pass over the rows in a fresh random order: ``(mean MSE, mean loss)`` per rating.
 
-        The batches go to the compiled loop ``group`` (default :data:`GROUP_BATCHES`) at a time, in order: the same steps
-        as one call for the whole epoch (which is what an epoch of at most ``group``
-        batches is), but the gathered copies of the rows are one group's, not the epoch's.
+        The batches go to the compiled loop ``group`` (default :data:`GROUP_BATCHES`) at a
+        time, in order: the same steps as one call for the whole epoch (which is what an epoch
+        of at most ``group`` batches is), but the gathered copies of the rows are one group's.
         """
         order = epoch_batches(len(y), batch_size, rng)
         group = group or GROUP_BATCHES
