@@ -21,6 +21,7 @@ from recsys_utils.errors import ParameterError
 from recsys_utils.evaluation.experiment import predict_with_fallback
 from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.keras.model import extract_weights, to_factor_model
+from recsys_utils.models.keras.fits import BIAS_REG_GRID, cross_validated_bias_reg
 from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, train_model
 from recsys_utils.models.validation import one_se_choice
 
@@ -142,7 +143,10 @@ def test_the_wide_fit_holds_the_closed_form_biases_and_trains_the_embeddings(bia
     params = TrainParams(epochs=2, patience=0, engine=engine)
     res = train_model(train, valid, params, verbose=0, fits=("wide",))
     assert res.fit == "wide" and res.link_margin == params.wide_margin and len(res.candidates) == 1
-    closed = BiasBaseline(n_iter=20, link="sigmoid", link_margin=params.wide_margin).fit(train)
+    link = dict(n_iter=20, link="sigmoid", link_margin=params.wide_margin)
+    reg, curve = cross_validated_bias_reg(train, seed=params.seed, **link)
+    assert res.params["bias_reg"] == res.candidates[0]["bias_reg"] == reg and res.params["bias_cv_rmse"] == curve
+    closed = BiasBaseline(reg, reg, **link).fit(train)
     w = extract_weights(res.model)
     np.testing.assert_array_equal(w["user_bias"], closed.user_bias)  # not moved by training
     np.testing.assert_array_equal(w["product_bias"], closed.product_bias)
@@ -150,6 +154,68 @@ def test_the_wide_fit_holds_the_closed_form_biases_and_trains_the_embeddings(bia
     untrained = extract_weights(train_model(train, valid, TrainParams(epochs=1, learning_rate=1e-12, engine=engine),
                                             verbose=0, fits=("wide",)).model)
     assert np.abs(w["user_factors"] - untrained["user_factors"]).max() > 1e-3  # the embeddings did move
+
+
+def test_without_cross_validation_the_wide_fit_holds_the_bias_baselines_shrinkage(bias_data):
+    train, valid, _ = bias_data
+    res = train_model(train, valid, TrainParams(epochs=1, wide_bias_folds=0), verbose=0, fits=("wide",))
+    closed = BiasBaseline(10, 10, n_iter=20, link="sigmoid", link_margin=8.0).fit(train)
+    assert res.params["bias_reg"] == 10.0 and res.params["bias_cv_rmse"] == {}
+    np.testing.assert_array_equal(extract_weights(res.model)["user_bias"], closed.user_bias)
+
+
+# ------------------------------------------------------------------ the bias shrinkage, cross-validated
+def ridge_biases(u, p, r, n_users, n_products, reg):
+    """mu + b_u + b_p with mu the mean and the ridge penalty reg · (|b_u|² + |b_p|²), by one dense solve."""
+    mu = r.mean()
+    x = np.zeros((len(r), n_users + n_products))
+    x[np.arange(len(r)), u] = 1.0
+    x[np.arange(len(r)), n_users + p] = 1.0
+    b = np.linalg.solve(x.T @ x + reg * np.eye(x.shape[1]), x.T @ (r - mu))
+    return mu, b[:n_users], b[n_users:]
+
+
+def test_cross_validated_bias_reg_equals_a_direct_ridge_solve_on_each_fold():
+    rng = np.random.default_rng(3)
+    n_users, n_products, n = 40, 25, 500
+    u, p = rng.integers(0, n_users, n), rng.integers(0, n_products, n)
+    r = np.clip(np.round(3.8 + 0.8 * rng.standard_normal(n_users)[u] + 0.6 * rng.standard_normal(n_products)[p]
+                         + 0.7 * rng.standard_normal(n)), 1, 5)
+    rows = EncodedRatings(u, p, r, n_users, n_products)
+    grid = (0.5, 2.0, 8.0, 40.0)
+    reg, curve = cross_validated_bias_reg(rows, folds=4, grid=grid, seed=7, n_iter=300)
+    fold = np.random.default_rng(7).integers(0, 4, n)  # the documented assignment
+    expected = {}
+    for g in grid:
+        sq = np.empty(n)
+        for f in range(4):
+            fit, held = fold != f, fold == f
+            mu, bu, bp = ridge_biases(u[fit], p[fit], r[fit], n_users, n_products, g)
+            sq[held] = (np.clip(mu + bu[u[held]] + bp[p[held]], 1, 5) - r[held]) ** 2
+        expected[g] = float(np.sqrt(sq.mean()))
+    assert curve == pytest.approx(expected, abs=1e-6)
+    assert reg == min(expected, key=expected.get)
+
+
+@pytest.mark.parametrize("bias_sd, noise_sd, expected", [(1.5, 0.2, min(BIAS_REG_GRID)), (0.0, 1.0, max(BIAS_REG_GRID))])
+def test_the_chosen_shrinkage_follows_how_much_the_biases_stand_out_from_the_noise(bias_sd, noise_sd, expected):
+    # Strong biases and little noise: a user's few ratings are to be trusted (least shrinkage);
+    # ratings that are pure noise: no bias is real (most shrinkage).
+    rng = np.random.default_rng(0)
+    n_users, n_products, n = 300, 100, 3000
+    u, p = rng.integers(0, n_users, n), rng.integers(0, n_products, n)
+    score = 3.0 + bias_sd * (rng.standard_normal(n_users)[u] + rng.standard_normal(n_products)[p]) / np.sqrt(2)
+    rows = EncodedRatings(u, p, np.clip(score + noise_sd * rng.standard_normal(n), 1, 5), n_users, n_products)
+    assert cross_validated_bias_reg(rows)[0] == expected
+
+
+def test_cross_validation_refuses_fewer_than_two_folds_and_an_empty_grid(bias_data):
+    train = bias_data[0]
+    for kwargs in (dict(folds=1), dict(grid=())):
+        with pytest.raises(ParameterError, match="folds="):
+            cross_validated_bias_reg(train, **kwargs)
+    with pytest.raises(ParameterError, match="wide_bias_folds"):
+        TrainParams(wide_bias_folds=1)
 
 
 def test_fits_that_do_not_apply_are_refused(bias_data):
@@ -215,7 +281,7 @@ def test_patience_counts_passes_of_an_epoch(planted):
     assert res.stopped_early and len(val) == res.best_epoch + 3
 
 
-@pytest.mark.parametrize("name", ["min_epoch_ratings", "compare_below", "strong_l2", "wide_margin"])
+@pytest.mark.parametrize("name", ["min_epoch_ratings", "compare_below", "strong_l2", "wide_margin", "wide_bias_folds"])
 def test_new_parameters_refuse_negative_values(name):
     with pytest.raises(ParameterError, match=name):
         TrainParams(**{name: -1})

@@ -17,9 +17,9 @@ With a validation split, biases and fewer than ``compare_below`` training rating
 ``TrainResult.candidates``): ``"main"`` (the parameters as given), ``"strong_l2"`` (the
 same with ``strong_l2`` on the embeddings: small or weakly structured data), and
 ``"wide"`` (a nearly linear link, reaching ``wide_margin`` stars beyond the scale, whose
-biases are solved in closed form by :class:`~recsys_utils.models.baselines.BiasBaseline`
-and held while only the embeddings train: data where user and product biases are nearly
-all there is). The choice follows the one-standard-error rule: ``wide``, the fit closest
+biases are solved in closed form by :class:`~recsys_utils.models.baselines.BiasBaseline`,
+their shrinkage chosen by cross-validation on the training rows, and held while only the
+embeddings train: data where user and product biases are nearly all there is). The choice follows the one-standard-error rule: ``wide``, the fit closest
 to the bias baseline, is kept unless another fit's validation MSE is lower by more than
 ``select_se`` standard errors of the paired per-rating difference (then the lowest of
 those). On a few hundred validation ratings the plain minimum chases noise. Larger data, where the main fit was always the one kept, and the model
@@ -40,10 +40,9 @@ import numpy as np
 from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError
 from recsys_utils.models.base import Trainer
-from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.factors import FactorModel
 from recsys_utils.models.keras.fast import fit_fast
-from recsys_utils.models.keras.fits import FITS, choose_fit, fit_variants
+from recsys_utils.models.keras.fits import FITS, choose_fit, fit_variants, held_biases
 from recsys_utils.models.keras.layers import import_keras
 from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, to_factor_model
 
@@ -95,6 +94,11 @@ class TrainParams:
         clipped to the scale) and whose biases are solved in closed form
         (:class:`~recsys_utils.models.baselines.BiasBaseline` with this link) and held fixed
         while the embeddings train (``0``: no such fit). It is the reference of ``select_se``.
+    wide_bias_folds : int
+        The shrinkage of the ``wide`` fit's biases (pseudo-ratings, users and products
+        alike) is the value of :data:`~recsys_utils.models.keras.fits.BIAS_REG_GRID` with the
+        lowest ``wide_bias_folds``-fold cross-validated RMSE on the training rows (closed-form
+        fits only; ``0``: the bias baseline's 10).
     select_se : float
         Between fits, the one-standard-error rule: the ``wide`` fit is kept unless another
         fit's validation mean squared error is lower by more than ``select_se`` standard
@@ -130,6 +134,7 @@ class TrainParams:
     compare_below: int = 100_000
     strong_l2: float = 0.02
     wide_margin: float = 8.0
+    wide_bias_folds: int = 5
     select_se: float = 1.0
     seed: int = 42
     engine: str = "fast"
@@ -144,10 +149,13 @@ class TrainParams:
             )
         if self.engine not in ENGINES:
             raise ParameterError(f"engine={self.engine!r}: expected one of {', '.join(map(repr, ENGINES))}")
-        for name in ("min_epoch_ratings", "compare_below", "strong_l2", "wide_margin", "select_se"):
+        for name in ("min_epoch_ratings", "compare_below", "strong_l2", "wide_margin", "wide_bias_folds",
+                     "select_se"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):  # also refuses NaN
                 raise ParameterError(f"{name}={value!r}: expected a finite number >= 0")
+        if self.wide_bias_folds == 1:
+            raise ParameterError("wide_bias_folds=1: expected 0 (the bias baseline's shrinkage) or at least 2 folds")
 
 
 def set_seeds(seed: int, deterministic: bool = True) -> None:
@@ -312,6 +320,7 @@ def train_model(
     best, errors = choose_fit(results, valid if has_valid else None, train, params.select_se)
     best.candidates = [
         {"fit": r.fit, "l2": r.params["l2"], "link_margin": r.link_margin, "held_biases": r.fit == "wide",
+         "bias_reg": r.params.get("bias_reg"),
          "best_rmse": min(r.history["val_rmse" if has_valid else "rmse"]), "epochs": len(r.history["loss"]),
          "seconds": r.seconds, **errors.get(r.fit, {})}
         for r in results
@@ -346,8 +355,10 @@ def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainP
         initial_mean=float(y.mean()),
         seed=params.seed,
     )
+    chosen = {}
     if held:
-        hold_biases(model, BiasBaseline(n_iter=20, link="sigmoid", link_margin=margin).fit(train))
+        biases, chosen = held_biases(train, margin, params.wide_bias_folds, params.seed)
+        hold_biases(model, biases)
     validation_data = _arrays(valid, margin) if valid is not None else None
     monitor = "val_rmse" if validation_data is not None else "rmse"
     fit = fit_fast if params.engine == "fast" else _fit_keras
@@ -381,7 +392,8 @@ def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainP
         seconds=seconds,
         ratings_per_second=rate,
         epoch_seconds=epoch_seconds,
-        params={**dataclasses.asdict(params), "l2": l2, "jit_compile": compiled, "passes_per_epoch": passes},
+        params={**dataclasses.asdict(params), "l2": l2, "jit_compile": compiled, "passes_per_epoch": passes,
+                **chosen},
         link_margin=margin,
     )
 
