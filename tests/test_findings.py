@@ -184,6 +184,11 @@ def test_training_takeaways_compare_train_and_validation_at_the_best_epoch():
     assert ("kept the **wide** fit of 2 compared (main, wide), not the lowest validation RMSE (main's 1.0720 against "
             "1.0775): that lead, 0.0125 in mean squared error, is within 1 standard error (0.0169)") in text
     assert "not the lowest" not in training_takeaways(dict(rule, fit="main"))
+    assert "shrunk" not in text  # no shrinkage recorded (a run before it was cross-validated)
+    chosen = dict(rule, params={"select_se": 1.0, "bias_reg": 3.0, "wide_bias_folds": 5})
+    assert ("Its user and product biases are shrunk by 3 pseudo-ratings (chosen by 5-fold cross-validation on the "
+            "training rows; the bias baseline uses 10).") in training_takeaways(chosen)
+    assert "shrunk" not in training_takeaways(dict(chosen, fit="main"))
     no_blend = dict(recommender, blend_weight=0.0, name="mf_rank")
     assert "lists come from the ranking model (sampled softmax) alone (0.1300; best blend 0.1350)" in \
         training_takeaways(history, no_blend)

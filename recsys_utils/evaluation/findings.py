@@ -287,7 +287,7 @@ def training_takeaways(history: Mapping[str, Any], recommender: Mapping[str, Any
     fits = [c.get("fit") or c.get("name") for c in history.get("candidates") or [] if c.get("fit") or c.get("name")]
     if len(fits) > 1:
         lines.append(f"Validation kept the **{history.get('fit')}** fit of {len(fits)} compared ({', '.join(fits)})"
-                     + _one_se_reason(history) + ".")
+                     + _one_se_reason(history) + "." + _wide_shrinkage(history))
     if recommender:
         lines.extend(_ranking_training(recommender))
     return _bullets(lines)
@@ -304,6 +304,17 @@ def _one_se_reason(history: Mapping[str, Any]) -> str:
             f"{kept['best_rmse']:.4f}): that lead, {-lowest['mse_minus_reference']:.4f} in mean squared error, is within "
             f"{(history.get('params') or {}).get('select_se', 1.0):g} standard error ({lowest['standard_error']:.4f}), "
             "so the fit closest to the bias baseline stays (the one-standard-error rule)")
+
+
+def _wide_shrinkage(history: Mapping[str, Any]) -> str:
+    """How far the kept wide fit's held biases shrink, when cross-validation chose it."""
+    params = history.get("params") or {}
+    reg, folds = params.get("bias_reg"), params.get("wide_bias_folds")
+    if history.get("fit") != "wide" or reg is None:
+        return ""
+    how = f"chosen by {folds}-fold cross-validation on the training rows" if folds else "set, not cross-validated"
+    return (f" Its user and product biases are shrunk by {reg:g} pseudo-ratings ({how}; the bias baseline "
+            "uses 10).")
 
 
 def _ranking_training(recommender: Mapping[str, Any]) -> list[str]:
