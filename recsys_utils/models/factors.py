@@ -208,7 +208,12 @@ class FactorModel:
     def score_block(self, user_idx: np.ndarray) -> np.ndarray:
         """Raw scores of a block of users against every product, ``(len(user_idx), n_products)``."""
         if not sparse.issparse(self.user_factors):
-            return self.user_matrix(user_idx) @ self.product_matrix()
+            left = self.user_matrix(user_idx)
+            if len(left) == 1:
+                # NumPy sends a one-row product to BLAS's gemv, whose float32 sums differ in the last
+                # bits from gemm's; two rows keep one user's scores equal to the same user's in a block.
+                return (np.repeat(left, 2, axis=0) @ self.product_matrix())[:1]
+            return left @ self.product_matrix()
         # sparse users: a sparse × dense product costs (ratings in the block) × n_products
         u = self.check_index(user_idx, self.n_users, "user")
         pt = self.product_matrix()
