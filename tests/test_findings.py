@@ -185,10 +185,13 @@ def test_training_takeaways_compare_train_and_validation_at_the_best_epoch():
             "1.0775): that lead, 0.0125 in mean squared error, is within 1 standard error (0.0169)") in text
     assert "not the lowest" not in training_takeaways(dict(rule, fit="main"))
     assert "shrunk" not in text  # no shrinkage recorded (a run before it was cross-validated)
-    chosen = dict(rule, params={"select_se": 1.0, "bias_reg": 3.0, "wide_bias_folds": 5})
+    chosen = dict(rule, params={"select_se": 1.0, "bias_reg": 3.0, "wide_bias_folds": 5,
+                                "bias_cv_rmse": {"2.0": 1.01, "3.0": 1.0, "5.0": 1.02}})
     assert ("Its user and product biases are shrunk by 3 pseudo-ratings (chosen by 5-fold cross-validation on the "
             "training rows; the bias baseline uses 10).") in training_takeaways(chosen)
     assert "shrunk" not in training_takeaways(dict(chosen, fit="main"))
+    fixed = dict(rule, params={"select_se": 1.0, "bias_reg": 10.0, "wide_bias_folds": 0, "bias_cv_rmse": {}})
+    assert "shrunk by 10 pseudo-ratings (set, not cross-validated; the bias baseline uses 10)" in training_takeaways(fixed)
     no_blend = dict(recommender, blend_weight=0.0, name="mf_rank")
     assert "lists come from the ranking model (sampled softmax) alone (0.1300; best blend 0.1350)" in \
         training_takeaways(history, no_blend)

@@ -21,7 +21,7 @@ from recsys_utils.errors import ParameterError
 from recsys_utils.evaluation.experiment import predict_with_fallback
 from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.keras.model import extract_weights, to_factor_model
-from recsys_utils.models.keras.fits import BIAS_REG_GRID, cross_validated_bias_reg
+from recsys_utils.models.keras.fits import BIAS_REG_GRID, cross_validated_bias_reg, held_biases
 from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, train_model
 from recsys_utils.models.validation import one_se_choice
 
@@ -163,6 +163,9 @@ def test_without_cross_validation_the_wide_fit_holds_the_bias_baselines_shrinkag
     closed = BiasBaseline(10, 10, n_iter=20, link="sigmoid", link_margin=8.0).fit(train)
     assert res.params["bias_reg"] == 10.0 and res.params["bias_cv_rmse"] == {}
     np.testing.assert_array_equal(extract_weights(res.model)["user_bias"], closed.user_bias)
+    # fewer training rows than folds: no cross-validation either, the same 10
+    few = EncodedRatings(train.user_idx[:4], train.product_idx[:4], train.rating[:4], train.n_users, train.n_products)
+    assert held_biases(few, 8.0, 5, 0)[1] == {"bias_reg": 10.0, "bias_cv_rmse": {}}
 
 
 # ------------------------------------------------------------------ the bias shrinkage, cross-validated

@@ -312,7 +312,8 @@ def _wide_shrinkage(history: Mapping[str, Any]) -> str:
     reg, folds = params.get("bias_reg"), params.get("wide_bias_folds")
     if history.get("fit") != "wide" or reg is None:
         return ""
-    how = f"chosen by {folds}-fold cross-validation on the training rows" if folds else "set, not cross-validated"
+    how = (f"chosen by {folds}-fold cross-validation on the training rows" if params.get("bias_cv_rmse")
+           else "set, not cross-validated")
     return (f" Its user and product biases are shrunk by {reg:g} pseudo-ratings ({how}; the bias baseline "
             "uses 10).")
 

@@ -107,12 +107,12 @@ def held_biases(train: EncodedRatings, margin: float, folds: int, seed: int) -> 
     """The ``wide`` fit's closed-form biases under its link, and how their shrinkage was chosen.
 
     ``folds`` >= 2: the shrinkage :func:`cross_validated_bias_reg` picks from
-    :data:`BIAS_REG_GRID`; 0: the bias baseline's 10 pseudo-ratings. Returns the
-    :class:`FactorModel` of the biases and ``{"bias_reg": value, "bias_cv_rmse": {value: RMSE}}``
-    (an empty dict of RMSEs without cross-validation).
+    :data:`BIAS_REG_GRID`; 0, or fewer training rows than folds: the bias baseline's 10
+    pseudo-ratings. Returns the :class:`FactorModel` of the biases and ``{"bias_reg": value,
+    "bias_cv_rmse": {value: RMSE}}`` (an empty dict of RMSEs without cross-validation).
     """
     link = dict(n_iter=20, link="sigmoid", link_margin=margin)
-    reg, curve = (cross_validated_bias_reg(train, folds=folds, seed=seed, **link) if folds
+    reg, curve = (cross_validated_bias_reg(train, folds=folds, seed=seed, **link) if folds and len(train) >= folds
                   else (10.0, {}))
     return BiasBaseline(reg, reg, **link).fit(train), {"bias_reg": reg, "bias_cv_rmse": curve}
 

@@ -19,7 +19,8 @@ same with ``strong_l2`` on the embeddings: small or weakly structured data), and
 ``"wide"`` (a nearly linear link, reaching ``wide_margin`` stars beyond the scale, whose
 biases are solved in closed form by :class:`~recsys_utils.models.baselines.BiasBaseline`,
 their shrinkage chosen by cross-validation on the training rows, and held while only the
-embeddings train: data where user and product biases are nearly all there is). The choice follows the one-standard-error rule: ``wide``, the fit closest
+embeddings train: data where user and product biases are nearly all there is). The choice
+follows the one-standard-error rule: ``wide``, the fit closest
 to the bias baseline, is kept unless another fit's validation MSE is lower by more than
 ``select_se`` standard errors of the paired per-rating difference (then the lowest of
 those). On a few hundred validation ratings the plain minimum chases noise. Larger data, where the main fit was always the one kept, and the model
