@@ -20,7 +20,7 @@ fit's biases are), and ``surprise_svd_tuned``, Surprise SVD with the grid ``SVD_
 
 Usage::
 
-    .venv/bin/python benchmarks/compare_peers.py            # every dataset (about 8 minutes)
+    .venv/bin/python benchmarks/compare_peers.py            # every dataset (about 10 minutes)
     .venv/bin/python benchmarks/compare_peers.py --datasets sample
     .venv/bin/python benchmarks/compare_peers.py --datasets generated
     # the defaults before issue 15, for the "before" column:
@@ -49,8 +49,7 @@ from recsys_utils import data  # noqa: E402
 from recsys_utils.config import RunConfig  # noqa: E402
 from recsys_utils.data.synthetic import generate_ratings  # noqa: E402
 from recsys_utils.evaluation import evaluate  # noqa: E402
-from recsys_utils.models import FactorModel, KerasRatingModel, fit_baselines  # noqa: E402
-from recsys_utils.models.baselines import BiasBaseline  # noqa: E402
+from recsys_utils.models import BiasBaseline, FactorModel, KerasRatingModel, fit_baselines  # noqa: E402
 from recsys_utils.models.keras.fits import cross_validated_bias_reg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
