@@ -9,7 +9,7 @@ Two engines fit the same Keras model with the same loss. ``"fast"`` (the default
 each epoch as one XLA-compiled TensorFlow loop over batches cut from a fresh NumPy
 permutation and applies Adam only to the embedding rows a batch looked up
 (:mod:`recsys_utils.models.keras.fast`, ~1.9M ratings/s on 2 CPU cores at dim 32);
-``"keras"`` is plain ``model.fit`` (~0.16M/s at the same batch), kept as the reference.
+``"keras"`` is plain ``model.fit`` (~0.16M/s at the same batch, :mod:`recsys_utils.models.keras.plain`), kept as the reference.
 ``benchmarks/bench_train.py`` measures both.
 
 With a validation split, biases and fewer than ``compare_below`` training ratings,
@@ -46,6 +46,7 @@ from recsys_utils.models.keras.fast import fit_fast
 from recsys_utils.models.keras.fits import FITS, choose_fit, fit_variants, held_biases
 from recsys_utils.models.keras.layers import import_keras
 from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, to_factor_model
+from recsys_utils.models.keras.plain import fit_keras
 
 __all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "set_seeds"]
 
@@ -362,7 +363,7 @@ def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainP
         hold_biases(model, biases)
     validation_data = _arrays(valid, margin) if valid is not None else None
     monitor = "val_rmse" if validation_data is not None else "rmse"
-    fit = fit_fast if params.engine == "fast" else _fit_keras
+    fit = fit_fast if params.engine == "fast" else fit_keras
     start = time.perf_counter()
     epoch_seconds: list[float] = []
     h, compiled = fit(
@@ -397,50 +398,3 @@ def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainP
                 **chosen},
         link_margin=margin,
     )
-
-
-def _fit_keras(model, x, y, validation_data, *, epochs, batch_size, learning_rate, patience, monitor, seed,
-               jit_compile, verbose, keras, scale, epoch_seconds, clip) -> tuple[dict[str, list[float]], bool]:
-    """``model.fit`` with Keras's Adam and its EarlyStopping; history on the [0, 1] scale.
-
-    ``val_rmse`` is that of predictions clipped to ``clip`` (the rating scale), as the
-    fast engine's, computed after each epoch by a callback that runs before EarlyStopping;
-    the training ``rmse`` is that of the raw outputs, as the loss sees them.
-    """
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="mse",
-        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
-        jit_compile=jit_compile,
-    )
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if validation_data is not None and logs is not None:
-                pred = np.clip(model.predict(validation_data[0], batch_size=65_536, verbose=0), *clip)
-                logs["val_rmse"] = float(np.sqrt(np.mean(np.square(pred - validation_data[1]))))
-            epoch_seconds.append(time.perf_counter() - self.start)
-
-    callbacks = [Clock()]
-    if patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, mode="min", patience=patience, restore_best_weights=True, verbose=0
-            )
-        )
-    hist = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose,
-    )
-    h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    curve = h[monitor]
-    best = int(np.argmin(curve)) + 1
-    if patience > 0 and len(curve) == epochs and best != len(curve):
-        # Keras before 3.x restored the best weights only when it stopped early; make sure.
-        es = callbacks[-1]
-        if getattr(es, "best_weights", None) is not None:
-            model.set_weights(es.best_weights)
-    return h, bool(model.jit_compile)
-
