@@ -197,7 +197,7 @@ def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
     # Not part of the target: the bias baseline with its shrinkage chosen as the wide fit's is
     # (5-fold cross-validation on the training rows), to show what that choice alone is worth.
     t = time.perf_counter()
-    reg, _ = cross_validated_bias_reg(train_rows, seed=seed)
+    reg, _ = cross_validated_bias_reg(train_rows, seed=seed, select_se=cfg.select_se)
     models["bias_cv"] = BiasBaseline(reg, reg).fit(train_rows)
     seconds["bias_cv"] = time.perf_counter() - t
     ev = evaluate(main, models, train, test, k=10)
@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"ours: dim {cfg.embedding_dim}, l2 {cfg.l2}, bias_l2 {cfg.bias_l2}, batch {cfg.batch_size}, "
           f"lr {cfg.learning_rate}, compare_below {cfg.compare_below}, strong_l2 {cfg.strong_l2}, "
-          f"wide_margin {cfg.wide_margin}, wide_bias_folds {cfg.wide_bias_folds}, select_se {cfg.select_se}, "
+          f"wide_margin {cfg.wide_margin}, wide_bias_folds {cfg.wide_bias_folds}, wide_seeds {cfg.wide_seeds}, "
+          f"select_se {cfg.select_se}, "
           f"min_epoch_ratings {cfg.min_epoch_ratings}")
     results = []
     for name in names:

@@ -117,6 +117,8 @@ class RunConfig:
                             "(nearly linear), closed-form biases held (0 = no)")
     wide_bias_folds: int = _t("wide_bias_folds", "the wide fit's bias shrinkage: the best of a grid by this many-fold "
                               "cross-validation on the training rows (0 = the bias baseline's 10 pseudo-ratings)")
+    wide_seeds: int = _t("wide_seeds", "the wide fit is trained with this many seeds and the fits averaged in "
+                         "logit space (one model, embeddings side by side; 1 = one fit)")
     select_se: float = _t("select_se", "between fits: keep the wide fit unless another's validation MSE is lower by "
                           "more than this many standard errors (one-standard-error rule; 0 = the lowest wins)")
     engine: str = _t("engine", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
@@ -194,6 +196,7 @@ class RunConfig:
         need(self.min_epoch_ratings >= 0, "min_epoch_ratings", "an integer >= 0")
         need(self.compare_below >= 0, "compare_below", "an integer >= 0")
         need(self.wide_bias_folds == 0 or self.wide_bias_folds >= 2, "wide_bias_folds", "0 or an integer >= 2")
+        need(self.wide_seeds >= 1, "wide_seeds", "an integer >= 1")
         for name in ("strong_l2", "wide_margin", "select_se"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "a finite number >= 0")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")

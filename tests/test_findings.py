@@ -190,6 +190,17 @@ def test_training_takeaways_compare_train_and_validation_at_the_best_epoch():
     assert ("Its user and product biases are shrunk by 3 pseudo-ratings (chosen by 5-fold cross-validation on the "
             "training rows; the bias baseline uses 10).") in training_takeaways(chosen)
     assert "shrunk" not in training_takeaways(dict(chosen, fit="main"))
+    ruled = dict(chosen, params=dict(chosen["params"], bias_reg=5.0))  # the one-standard-error rule moved it
+    assert ("shrunk by 5 pseudo-ratings (chosen by 5-fold cross-validation on the training rows: the most shrinkage "
+            "within 1 standard error of the lowest error, at 3; the bias baseline uses 10).") in training_takeaways(ruled)
+    # several seeds averaged: the curve is the first seed's, the kept number the average's
+    seeds = dict(chosen, params=dict(chosen["params"], members=3, member_best_rmse=[1.081, 1.079, 1.083],
+                                     averaged_val_rmse=1.0712))
+    text = training_takeaways(seeds)
+    assert "Rating model (its first seed's curve): best validation RMSE **0.850**" in text
+    assert ("It averages 3 seeds of that fit in logit space: validation RMSE **1.0712**, against 1.0790–1.0830 for "
+            "the seeds alone.") in text
+    assert "seeds" not in training_takeaways(chosen)
     fixed = dict(rule, params={"select_se": 1.0, "bias_reg": 10.0, "wide_bias_folds": 0, "bias_cv_rmse": {}})
     assert "shrunk by 10 pseudo-ratings (set, not cross-validated; the bias baseline uses 10)" in training_takeaways(fixed)
     no_blend = dict(recommender, blend_weight=0.0, name="mf_rank")

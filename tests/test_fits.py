@@ -145,7 +145,7 @@ def test_the_wide_fit_holds_the_closed_form_biases_and_trains_the_embeddings(bia
     res = train_model(train, valid, params, verbose=0, fits=("wide",))
     assert res.fit == "wide" and res.link_margin == params.wide_margin and len(res.candidates) == 1
     link = dict(n_iter=20, link="sigmoid", link_margin=params.wide_margin)
-    reg, curve = cross_validated_bias_reg(train, seed=params.seed, **link)
+    reg, curve = cross_validated_bias_reg(train, seed=params.seed, select_se=params.select_se, **link)
     assert res.params["bias_reg"] == res.candidates[0]["bias_reg"] == reg and res.params["bias_cv_rmse"] == curve
     closed = BiasBaseline(reg, reg, **link).fit(train)
     w = extract_weights(res.model)
@@ -168,6 +168,27 @@ def test_without_cross_validation_the_wide_fit_holds_the_bias_baselines_shrinkag
     assert held_biases(few, 8.0, 5, 0)[1] == {"bias_reg": 10.0, "bias_cv_rmse": {}}
 
 
+def test_the_wide_fit_averages_its_seeds_in_logit_space(bias_data):
+    # Three seeds trained one by one, their logits averaged here, against the averaged fit.
+    train, valid, _ = bias_data
+    params = TrainParams(epochs=2, patience=0, wide_seeds=3)
+    res = train_model(train, valid, params, verbose=0, fits=("wide",))
+    singles = [train_model(train, valid, TrainParams(epochs=2, patience=0, wide_seeds=1, seed=params.seed + i),
+                           verbose=0, fits=("wide",)) for i in range(3)]
+    members = [to_factor_model(r.model, link_margin=r.link_margin) for r in singles]
+    averaged = to_factor_model(res.model, link_margin=res.link_margin)
+    assert averaged.user_factors.shape[1] == 3 * params.embedding_dim
+    u, p = valid.user_idx, valid.product_idx
+    np.testing.assert_allclose(averaged.score(u, p), np.mean([m.score(u, p) for m in members], axis=0), atol=2e-5)
+    np.testing.assert_array_equal(averaged.product_bias, members[1].product_bias)  # one set of held biases
+    assert res.best_rmse == pytest.approx(rmse(averaged, valid), abs=1e-6) == res.candidates[0]["best_rmse"]
+    assert res.params["member_best_rmse"] == pytest.approx([min(r.history["val_rmse"]) for r in singles], abs=1e-9)
+    assert (res.params["members"], res.params["member_seeds"], res.candidates[0]["seeds"]) == (3, [42, 43, 44], 3)
+    assert res.history == singles[0].history  # the curve shown is the first member's
+    with pytest.raises(ParameterError, match="wide_seeds"):
+        TrainParams(wide_seeds=0)
+
+
 # ------------------------------------------------------------------ the bias shrinkage, cross-validated
 def ridge_biases(u, p, r, n_users, n_products, reg):
     """mu + b_u + b_p with mu the mean and the ridge penalty reg · (|b_u|² + |b_p|²), by one dense solve."""
@@ -186,19 +207,26 @@ def test_cross_validated_bias_reg_equals_a_direct_ridge_solve_on_each_fold():
     r = np.clip(np.round(3.8 + 0.8 * rng.standard_normal(n_users)[u] + 0.6 * rng.standard_normal(n_products)[p]
                          + 0.7 * rng.standard_normal(n)), 1, 5)
     rows = EncodedRatings(u, p, r, n_users, n_products)
-    grid = (0.5, 2.0, 8.0, 40.0)
+    grid = (0.5, 2.0, 3.0, 8.0, 40.0)
     reg, curve = cross_validated_bias_reg(rows, folds=4, grid=grid, seed=7, n_iter=300)
     fold = np.random.default_rng(7).integers(0, 4, n)  # the documented assignment
-    expected = {}
+    expected, squared = {}, {}
     for g in grid:
-        sq = np.empty(n)
+        sq = squared[g] = np.empty(n)
         for f in range(4):
             fit, held = fold != f, fold == f
             mu, bu, bp = ridge_biases(u[fit], p[fit], r[fit], n_users, n_products, g)
             sq[held] = (np.clip(mu + bu[u[held]] + bp[p[held]], 1, 5) - r[held]) ** 2
         expected[g] = float(np.sqrt(sq.mean()))
     assert curve == pytest.approx(expected, abs=1e-6)
-    assert reg == min(expected, key=expected.get)
+    lowest = min(expected, key=expected.get)
+    assert reg == lowest
+    # the one-standard-error rule: the most shrinkage within one paired standard error of the lowest
+    se = {g: (squared[g] - squared[lowest]).std(ddof=1) / np.sqrt(n) for g in grid}
+    one_se = max(g for g in grid if (squared[g] - squared[lowest]).mean() <= se[g])
+    assert one_se > lowest  # (on these rows the rule does move the choice)
+    assert cross_validated_bias_reg(rows, folds=4, grid=grid, seed=7, n_iter=300, select_se=1.0)[0] == one_se
+    assert cross_validated_bias_reg(rows, folds=4, grid=grid, seed=7, n_iter=300, select_se=1e6)[0] == max(grid)
 
 
 @pytest.mark.parametrize("bias_sd, noise_sd, expected", [(1.5, 0.2, min(BIAS_REG_GRID)), (0.0, 1.0, max(BIAS_REG_GRID))])
@@ -250,7 +278,7 @@ def test_the_wide_link_lets_predictions_reach_the_top_star(planted):
     # only at an infinite logit, the wide fit's sigmoid onto [-7, 13] at logit(0.6) ≈ 0.41,
     # beyond which its prediction is clipped to 5.0.
     train, valid, test = planted
-    params = TrainParams(epochs=20)
+    params = TrainParams(epochs=20, wide_seeds=1)
     main = train_model(train, valid, params, verbose=0, fits=("main",))
     wide = train_model(train, valid, params, verbose=0, fits=("wide",))
     assert (main.link_margin, wide.link_margin) == (0.0, 8.0)

@@ -279,15 +279,16 @@ def training_takeaways(history: Mapping[str, Any], recommender: Mapping[str, Any
             verdict = "training and validation errors are close: little overfitting"
         unit = "pass" if (history.get("params") or {}).get("passes_per_epoch", 1) > 1 else "epoch"
         stop = "stopped early" if history.get("stopped_early") else f"ran every {unit}"
-        lines.append(f"Rating model: best validation RMSE **{va:.3f}** at {unit} {best} of {len(valid)} ({stop}), "
-                     f"from {valid[0]:.3f} after the first; train RMSE there {tr:.3f}: {verdict}.")
+        whose = " (its first seed's curve)" if _averaged(history) else ""
+        lines.append(f"Rating model{whose}: best validation RMSE **{va:.3f}** at {unit} {best} of {len(valid)} "
+                     f"({stop}), from {valid[0]:.3f} after the first; train RMSE there {tr:.3f}: {verdict}.")
     elif train:
         lines.append(f"Rating model: no validation ratings, so train RMSE ({train[best - 1]:.3f} at epoch {best}) is the "
                      "only curve; it says nothing about new ratings.")
     fits = [c.get("fit") or c.get("name") for c in history.get("candidates") or [] if c.get("fit") or c.get("name")]
     if len(fits) > 1:
         lines.append(f"Validation kept the **{history.get('fit')}** fit of {len(fits)} compared ({', '.join(fits)})"
-                     + _one_se_reason(history) + "." + _wide_shrinkage(history))
+                     + _one_se_reason(history) + "." + _wide_shrinkage(history) + _averaged(history))
     if recommender:
         lines.extend(_ranking_training(recommender))
     return _bullets(lines)
@@ -306,13 +307,27 @@ def _one_se_reason(history: Mapping[str, Any]) -> str:
             "so the fit closest to the bias baseline stays (the one-standard-error rule)")
 
 
+def _averaged(history: Mapping[str, Any]) -> str:
+    """What averaging the kept fit's seeds gave on validation, when it was averaged."""
+    params = history.get("params") or {}
+    seeds = params.get("member_best_rmse") or []
+    if len(seeds) < 2 or "averaged_val_rmse" not in params:
+        return ""
+    return (f" It averages {len(seeds)} seeds of that fit in logit space: validation RMSE "
+            f"**{params['averaged_val_rmse']:.4f}**, against {min(seeds):.4f}–{max(seeds):.4f} for the seeds alone.")
+
+
 def _wide_shrinkage(history: Mapping[str, Any]) -> str:
     """How far the kept wide fit's held biases shrink, when cross-validation chose it."""
     params = history.get("params") or {}
     reg, folds = params.get("bias_reg"), params.get("wide_bias_folds")
     if history.get("fit") != "wide" or reg is None:
         return ""
-    how = (f"chosen by {folds}-fold cross-validation on the training rows" if params.get("bias_cv_rmse")
+    curve = {float(k): v for k, v in (params.get("bias_cv_rmse") or {}).items()}  # JSON keys are strings
+    lowest = min(curve, key=curve.get) if curve else reg
+    how = (f"chosen by {folds}-fold cross-validation on the training rows"
+           + (f": the most shrinkage within {params.get('select_se', 1.0):g} standard error of the lowest error, "
+              f"at {lowest:g}" if lowest != reg else "") if curve
            else "set, not cross-validated")
     return (f" Its user and product biases are shrunk by {reg:g} pseudo-ratings ({how}; the bias baseline "
             "uses 10).")

@@ -9,11 +9,15 @@ the bias baseline, as the reference. ``benchmarks/RESULTS.md`` ("Issue 15") meas
 
 The ``wide`` fit's biases are those of :class:`~recsys_utils.models.baselines.BiasBaseline`
 under its link, with the shrinkage (pseudo-ratings, one value for users and products) that
-:func:`cross_validated_bias_reg` finds best by K-fold cross-validation on the training rows:
+:func:`cross_validated_bias_reg` chooses by K-fold cross-validation on the training rows:
 how much a user's or product's few ratings should be trusted differs between datasets (about
-3 pseudo-ratings on MovieLens 100k, 1-3 on bias-dominated generated sets, 7-10 on Musical
+3 pseudo-ratings on MovieLens 100k, 2-3 on bias-dominated generated sets, 7-10 on Musical
 Instruments, where the baseline's fixed 10 is close to the best), and choosing it costs
-closed-form fits only.
+closed-form fits only. Between values whose cross-validated errors differ by less than
+``select_se`` standard errors the most shrunk is taken, as between fits: less shrinkage
+ranks products with a few high ratings first. The ``wide`` fit is trained with
+``wide_seeds`` seeds on those biases and the fits averaged in logit space (one model, see
+:func:`~recsys_utils.models.keras.model.stack_embeddings`).
 """
 
 from __future__ import annotations
@@ -72,16 +76,22 @@ def choose_fit(results: list[Any], valid: EncodedRatings | None, train: EncodedR
 
 
 def cross_validated_bias_reg(train: EncodedRatings, *, folds: int = 5, grid: tuple[float, ...] = BIAS_REG_GRID,
-                             seed: int = 0, **baseline: Any) -> tuple[float, dict[float, float]]:
-    """The :class:`BiasBaseline` shrinkage with the lowest ``folds``-fold cross-validated RMSE on ``train``.
+                             seed: int = 0, select_se: float = 0.0, **baseline: Any) -> tuple[float, dict[float, float]]:
+    """The :class:`BiasBaseline` shrinkage chosen by ``folds``-fold cross-validation on ``train``.
 
     Rows go to folds at random (fold of row ``i``: ``numpy.random.default_rng(seed).integers(0,
     folds, len(train))[i]``); each fold is predicted, as the model predicts
     (clipped to the scale), by biases fitted on the other folds, with ``reg_user`` and
     ``reg_product`` both set to each value of ``grid``; ``baseline`` passes the rest of
     BiasBaseline's arguments (``link``, ``link_margin``, ``n_iter``). A user or product with
-    no rows in the other folds gets a bias of 0 there, as a new one would. Ties keep the
-    first (smallest) value.
+    no rows in the other folds gets a bias of 0 there, as a new one would.
+
+    ``select_se`` = 0: the value with the lowest cross-validated MSE (ties keep the smallest).
+    Otherwise the one-standard-error rule: the **largest** value (the most shrinkage) whose
+    MSE is above the lowest by at most ``select_se`` standard errors of the paired per-row
+    difference (``sd(d) / sqrt(n)``, as :func:`~recsys_utils.models.validation.one_se_choice`
+    measures it). Less shrinkage lifts products with a few high ratings up every list, so a
+    lower RMSE that is within the noise is not worth it.
 
     Returns
     -------
@@ -92,27 +102,37 @@ def cross_validated_bias_reg(train: EncodedRatings, *, folds: int = 5, grid: tup
     if folds < 2 or len(train) < folds or not grid:
         raise ParameterError(f"folds={folds}, grid={grid!r}: expected 2 <= folds <= {len(train)} training rows "
                              "and at least one value")
+    if not (np.isfinite(select_se) and select_se >= 0):
+        raise ParameterError(f"select_se={select_se!r}: expected a finite number >= 0")
     fold = np.random.default_rng(seed).integers(0, folds, len(train))
-    sse = dict.fromkeys(map(float, grid), 0.0)
+    squared = {reg: np.empty(len(train)) for reg in map(float, grid)}
     for f in range(folds):
         fit_rows, held = _rows(train, fold != f), _rows(train, fold == f)
-        for reg in sse:
+        for reg, sq in squared.items():
             model = BiasBaseline(reg, reg, **baseline).fit(fit_rows)
-            sse[reg] += float(np.sum((model.predict(held.user_idx, held.product_idx) - held.rating) ** 2))
-    rmse = {reg: float(np.sqrt(total / len(train))) for reg, total in sse.items()}
-    return min(rmse, key=rmse.get), rmse
+            sq[fold == f] = (model.predict(held.user_idx, held.product_idx) - held.rating) ** 2
+    rmse = {reg: float(np.sqrt(np.mean(sq))) for reg, sq in squared.items()}
+    lowest = min(rmse, key=rmse.get)
+    if select_se == 0 or len(train) < 2:
+        return lowest, rmse
+    within = [reg for reg, sq in squared.items()
+              if np.mean(d := sq - squared[lowest]) <= select_se * np.std(d, ddof=1) / np.sqrt(len(d))]
+    return max(within), rmse
 
 
-def held_biases(train: EncodedRatings, margin: float, folds: int, seed: int) -> tuple[Any, dict[str, Any]]:
+def held_biases(train: EncodedRatings, margin: float, folds: int, seed: int,
+                select_se: float = 0.0) -> tuple[Any, dict[str, Any]]:
     """The ``wide`` fit's closed-form biases under its link, and how their shrinkage was chosen.
 
     ``folds`` >= 2: the shrinkage :func:`cross_validated_bias_reg` picks from
-    :data:`BIAS_REG_GRID`; 0, or fewer training rows than folds: the bias baseline's 10
+    :data:`BIAS_REG_GRID` (by the one-standard-error rule with ``select_se``); 0, or fewer
+    training rows than folds: the bias baseline's 10
     pseudo-ratings. Returns the :class:`FactorModel` of the biases and ``{"bias_reg": value,
     "bias_cv_rmse": {value: RMSE}}`` (an empty dict of RMSEs without cross-validation).
     """
     link = dict(n_iter=20, link="sigmoid", link_margin=margin)
-    reg, curve = (cross_validated_bias_reg(train, folds=folds, seed=seed, **link) if folds and len(train) >= folds
+    reg, curve = (cross_validated_bias_reg(train, folds=folds, seed=seed, select_se=select_se, **link)
+                  if folds and len(train) >= folds
                   else (10.0, {}))
     return BiasBaseline(reg, reg, **link).fit(train), {"bias_reg": reg, "bias_cv_rmse": curve}
 

@@ -44,6 +44,7 @@ __all__ = [
     "build_model",
     "load_model",
     "save_model",
+    "stack_embeddings",
     "extract_weights",
     "to_factor_model",
     "hold_biases",
@@ -228,3 +229,16 @@ def hold_biases(model: Any, biases: FactorModel) -> None:
     layer = model.get_layer(GLOBAL_BIAS)
     layer.set_weights([np.asarray(biases.global_bias, np.float32)])
     layer.trainable = False
+
+
+def stack_embeddings(model: Any, members: list[Any]) -> None:
+    """Set ``model``'s embeddings to those of ``members`` side by side, scaled by ``1 / sqrt(len(members))``.
+
+    ``model`` must have ``len(members)`` times the members' embedding size; its dot product
+    is then the mean of the members' dot products (their average in logit space, once the
+    members' common biases are set with :func:`hold_biases`).
+    """
+    scale = np.float32(1.0 / np.sqrt(len(members)))
+    for name in (USER_EMBEDDING, PRODUCT_EMBEDDING):
+        layer = model.get_layer(name)
+        layer.set_weights([np.hstack([m.get_layer(name).get_weights()[0] for m in members]) * scale])

@@ -45,7 +45,7 @@ from recsys_utils.models.factors import FactorModel
 from recsys_utils.models.keras.fast import fit_fast
 from recsys_utils.models.keras.fits import FITS, choose_fit, fit_variants, held_biases
 from recsys_utils.models.keras.layers import import_keras
-from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, to_factor_model
+from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, stack_embeddings, to_factor_model
 from recsys_utils.models.keras.plain import fit_keras
 
 __all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "set_seeds"]
@@ -101,6 +101,13 @@ class TrainParams:
         alike) is the value of :data:`~recsys_utils.models.keras.fits.BIAS_REG_GRID` with the
         lowest ``wide_bias_folds``-fold cross-validated RMSE on the training rows (closed-form
         fits only; ``0``: the bias baseline's 10).
+    wide_seeds : int
+        The ``wide`` fit is trained this many times (seeds ``seed``, ``seed + 1``, ...) on the
+        same held biases and the fits averaged in logit space: one model of the same
+        architecture whose embeddings are the members' side by side, scaled by
+        ``1 / sqrt(wide_seeds)`` (so its dimension is ``wide_seeds * embedding_dim``). On
+        small data one fit's factors are mostly the noise of its initialisation and
+        shuffling; the average keeps what the members share. ``1``: one fit.
     select_se : float
         Between fits, the one-standard-error rule: the ``wide`` fit is kept unless another
         fit's validation mean squared error is lower by more than ``select_se`` standard
@@ -137,6 +144,7 @@ class TrainParams:
     strong_l2: float = 0.02
     wide_margin: float = 8.0
     wide_bias_folds: int = 5
+    wide_seeds: int = 5
     select_se: float = 1.0
     seed: int = 42
     engine: str = "fast"
@@ -156,6 +164,8 @@ class TrainParams:
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):  # also refuses NaN
                 raise ParameterError(f"{name}={value!r}: expected a finite number >= 0")
+        if not (isinstance(self.wide_seeds, (int, np.integer)) and self.wide_seeds >= 1):
+            raise ParameterError(f"wide_seeds={self.wide_seeds!r}: expected an integer >= 1")
         if self.wide_bias_folds == 1:
             raise ParameterError("wide_bias_folds=1: expected 0 (the bias baseline's shrinkage) or at least 2 folds")
 
@@ -204,6 +214,13 @@ class TrainResult:
     #: every fit train_model compared: name, l2, link_margin, held_biases, best RMSE, epochs, seconds,
     #: and with validation rows the numbers choose_fit decided on (val_mse, mse_minus_reference, standard_error)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_rmse(self) -> float:
+        """The RMSE the fit was kept on: validation (training without it) at the best pass, or the average's."""
+        if "averaged_val_rmse" in self.params:
+            return float(self.params["averaged_val_rmse"])
+        return min(self.history["val_rmse" if "val_rmse" in self.history else "rmse"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -314,16 +331,24 @@ def train_model(
     start = time.perf_counter()
     results = []
     for name, l2, margin, held in todo:
+        members = params.wide_seeds if held else 1
         if verbose and has_valid:
-            print(f"fit {name!r}: l2 {l2}, link margin {margin}" + (", biases held" if held else ""), flush=True)
-        results.append(_fit_one(train, valid if has_valid else None, params, l2=l2, margin=margin,
-                                held=held, passes=passes, verbose=verbose))
+            print(f"fit {name!r}: l2 {l2}, link margin {margin}" + (", biases held" if held else "")
+                  + (f", {members} seeds averaged" if members > 1 else ""), flush=True)
+        biases = held_biases(train, margin, params.wide_bias_folds, params.seed, params.select_se) if held else None
+        fitted = []
+        for i in range(members):
+            if verbose and i:
+                print(f"  seed {params.seed + i} ({i + 1} of {members})", flush=True)
+            fitted.append(_fit_one(train, valid if has_valid else None, dataclasses.replace(params, seed=params.seed + i),
+                                   l2=l2, margin=margin, biases=biases, passes=passes, verbose=verbose if not i else 0))
+        results.append(fitted[0] if members == 1 else _average(fitted, train, valid, params, biases[0]))
         results[-1].fit = name
     best, errors = choose_fit(results, valid if has_valid else None, train, params.select_se)
     best.candidates = [
         {"fit": r.fit, "l2": r.params["l2"], "link_margin": r.link_margin, "held_biases": r.fit == "wide",
          "bias_reg": r.params.get("bias_reg"),
-         "best_rmse": min(r.history["val_rmse" if has_valid else "rmse"]), "epochs": len(r.history["loss"]),
+         "best_rmse": r.best_rmse, "epochs": len(r.history["loss"]), "seeds": r.params.get("members", 1),
          "seconds": r.seconds, **errors.get(r.fit, {})}
         for r in results
     ]
@@ -334,9 +359,44 @@ def train_model(
     return best
 
 
+def _new_model(train: EncodedRatings, params: TrainParams, l2: float, margin: float, dim: int):
+    """The untrained Keras model of ``params`` for ``train``, with embeddings of ``dim``."""
+    mean = rating_to_unit(float(np.mean(train.rating)), train.rating_min, train.rating_max, margin)
+    return build_model(
+        train.n_users, train.n_products, dim, use_bias=params.use_bias, l2=l2, bias_l2=params.bias_l2,
+        user_counts=np.bincount(train.user_idx, minlength=train.n_users),
+        product_counts=np.bincount(train.product_idx, minlength=train.n_products),
+        initial_mean=float(mean), seed=params.seed,
+    )
+
+
+def _average(members: list[TrainResult], train: EncodedRatings, valid: EncodedRatings, params: TrainParams,
+             biases: FactorModel) -> TrainResult:
+    """The members (one fit, several seeds, the same held ``biases``) averaged in logit space, as one model.
+
+    ``mean_k(u_k · p_k) = [u_1 .. u_K] / sqrt(K) · [p_1 .. p_K] / sqrt(K)``: the embeddings side by
+    side, scaled, with the shared biases. History and best pass are the first member's; the
+    average's own validation RMSE (clipped predictions) is ``params["averaged_val_rmse"]``.
+    """
+    first, k = members[0], len(members)
+    model = _new_model(train, params, first.params["l2"], first.link_margin, k * params.embedding_dim)
+    stack_embeddings(model, [m.model for m in members])
+    hold_biases(model, biases)
+    fm = to_factor_model(model, rating_min=train.rating_min, rating_max=train.rating_max, link_margin=first.link_margin)
+    rmse = float(np.sqrt(np.mean((fm.predict(valid.user_idx, valid.product_idx) - valid.rating) ** 2)))
+    seconds = sum(m.seconds for m in members)
+    return dataclasses.replace(
+        first, model=model, seconds=seconds,
+        ratings_per_second=len(train) * sum(len(m.epoch_seconds) for m in members) / seconds if seconds > 0 else 0.0,
+        params={**first.params, "members": k, "member_seeds": [m.params["seed"] for m in members],
+                "member_best_rmse": [m.best_rmse for m in members], "averaged_val_rmse": rmse},
+    )
+
+
 def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainParams, *, l2: float,
-             margin: float, held: bool, passes: int, verbose: int) -> TrainResult:
-    """One fit: build the model (biases solved in closed form and held when ``held``), train, restore the best pass."""
+             margin: float, biases: tuple[FactorModel, dict[str, Any]] | None, passes: int,
+             verbose: int) -> TrainResult:
+    """One fit: build the model (``biases`` held when given), train, restore the best pass."""
     keras = import_keras()
     set_seeds(params.seed, deterministic=params.deterministic)
     jit_compile = params.jit_compile
@@ -344,23 +404,11 @@ def _fit_one(train: EncodedRatings, valid: EncodedRatings | None, params: TrainP
         jit_compile = params.engine == "fast" or not params.deterministic
     x, y = _arrays(train, margin)
     span = train.rating_max - train.rating_min + 2 * margin
-    n_users, n_products = train.n_users, train.n_products
-    model = build_model(
-        n_users,
-        n_products,
-        params.embedding_dim,
-        use_bias=params.use_bias,
-        l2=l2,
-        bias_l2=params.bias_l2,
-        user_counts=np.bincount(x[0], minlength=n_users),
-        product_counts=np.bincount(x[1], minlength=n_products),
-        initial_mean=float(y.mean()),
-        seed=params.seed,
-    )
+    model = _new_model(train, params, l2, margin, params.embedding_dim)
     chosen = {}
-    if held:
-        biases, chosen = held_biases(train, margin, params.wide_bias_folds, params.seed)
-        hold_biases(model, biases)
+    if biases is not None:
+        hold_biases(model, biases[0])
+        chosen = biases[1]
     validation_data = _arrays(valid, margin) if valid is not None else None
     monitor = "val_rmse" if validation_data is not None else "rmse"
     fit = fit_fast if params.engine == "fast" else fit_keras
