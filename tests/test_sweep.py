@@ -62,3 +62,7 @@ def test_small_sweep_shares_one_split_and_compares_every_point(tmp_path):
     for row in saved["points"]:
         metrics = json.loads((result.sweep_dir / row["point"] / "artifacts" / "metrics.json").read_text())
         assert row["test_rmse"] == metrics["models"][metrics["model"]]["rmse"]
+        # the validation RMSE the kept fit was chosen on (an averaged fit's own, not its first seed's curve)
+        history = json.loads((result.sweep_dir / row["point"] / "artifacts" / "history.json").read_text())
+        kept = next(c for c in history["candidates"] if c["fit"] == history["fit"])
+        assert row["val_rmse"] == pytest.approx(kept["best_rmse"], abs=1e-12)

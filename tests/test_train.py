@@ -339,7 +339,9 @@ def test_keras_rating_model_fit_returns_the_trained_weights_as_a_factor_model(da
     trainer = KerasRatingModel(TrainParams(epochs=2, patience=0), verbose=0, embedding_dim=8)
     assert trainer.params.embedding_dim == 8 and trainer.name == "mf_bias"
     fm = trainer.fit(encoded(data, data.train), encoded(data, data.valid, drop_unknown=True))
-    assert isinstance(fm, FactorModel) and fm.name == "mf_bias" and fm.dim == 8 and fm.link == "sigmoid"
+    assert isinstance(fm, FactorModel) and fm.name == "mf_bias" and fm.link == "sigmoid"
+    # a kept wide fit is its seeds averaged: their embeddings side by side
+    assert fm.dim == 8 * (trainer.params.wide_seeds if trainer.result_.fit == "wide" else 1)
     assert fm.link_margin == trainer.result_.link_margin
     # the factor model predicts what an independent NumPy pass over the Keras weights predicts
     np.testing.assert_allclose(

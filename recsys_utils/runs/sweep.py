@@ -129,7 +129,9 @@ def _row(name: str, point: Mapping[str, Any], run_dir: Path, ok: bool) -> dict[s
         k = metrics.get("k", 10)
         row.update(
             {
-                "val_rmse": min(history["history"].get("val_rmse", history["history"]["rmse"])),
+                # the number the kept fit was chosen on: an averaged fit's own, else its curve's best
+                "val_rmse": (history.get("params") or {}).get("averaged_val_rmse")
+                or min(history["history"].get("val_rmse", history["history"]["rmse"])),
                 "test_rmse": model["rmse"],
                 "test_mae": model["mae"],
                 f"ndcg@{k}": model.get(f"ndcg@{k}"),
