@@ -13,6 +13,8 @@ ARGS        ?=
 # artifacts, copied to reports/lab so the run itself is not changed
 RUN         ?=
 PYTEST_ARGS ?=
+# make test runs pytest-xdist workers (tests/conftest.py's groups); TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
 # JupyterLab refuses to start as root unless told; containers often run as root.
 LAB_ARGS    ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -39,7 +41,7 @@ report: $(STAMP)
 	$(PY) -m recsys_utils run $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name recsys-utils --display-name "recsys_utils (.venv)" >/dev/null
