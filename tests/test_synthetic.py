@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +35,8 @@ SMALL = {"n_users": 400, "n_products": 150, "n_ratings": 3_000, "n_groups": 6, "
 
 
 @pytest.fixture(scope="module")
-def default_data() -> tuple[SyntheticData, float]:
-    started = time.perf_counter()
-    data = generate_ratings()
-    return data, time.perf_counter() - started
+def default_data() -> tuple[SyntheticData, None]:
+    return generate_ratings(), None
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +87,7 @@ def test_every_user_and_product_is_rated(small: SyntheticData) -> None:
     assert small.ratings[DEFAULT_PRODUCT_COL].nunique() == SMALL["n_products"]
 
 
-def test_ids_look_like_amazon_ids(default_data: tuple[SyntheticData, float]) -> None:
+def test_ids_look_like_amazon_ids(default_data: tuple[SyntheticData, None]) -> None:
     data, _ = default_data
     users = data.ratings[DEFAULT_USER_COL].drop_duplicates()
     products = data.products[DEFAULT_PRODUCT_COL]
@@ -138,7 +135,7 @@ def test_ratings_are_whole_stars(small: SyntheticData) -> None:
     assert set(small.ratings[DEFAULT_RATING_COL].unique().tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
 
 
-def test_star_shares_follow_amazons_j_shape(default_data: tuple[SyntheticData, float]) -> None:
+def test_star_shares_follow_amazons_j_shape(default_data: tuple[SyntheticData, None]) -> None:
     data, _ = default_data
     shares = data.ratings[DEFAULT_RATING_COL].value_counts(normalize=True)
     for stars, target in J_SHAPE.items():
@@ -163,7 +160,7 @@ def test_timestamps_are_utc_midnights_in_range_and_sorted(small: SyntheticData) 
     assert ts.is_monotonic_increasing
 
 
-def test_timestamps_grow_over_time(default_data: tuple[SyntheticData, float]) -> None:
+def test_timestamps_grow_over_time(default_data: tuple[SyntheticData, None]) -> None:
     data, _ = default_data
     when = pd.to_datetime(data.ratings[DEFAULT_TIMESTAMP_COL], unit="s", utc=True)
     per_year = when.dt.year.value_counts()
@@ -194,17 +191,16 @@ def test_different_seed_gives_different_data(small: SyntheticData) -> None:
 # ------------------------------------------------------- default size: tails and structure
 
 
-def test_default_size_is_complete_and_fast(default_data: tuple[SyntheticData, float]) -> None:
-    data, seconds = default_data
+def test_default_size_is_complete(default_data: tuple[SyntheticData, None]) -> None:
+    data, _ = default_data
     assert len(data.ratings) == 200_000
     assert data.ratings[DEFAULT_USER_COL].nunique() == 30_000
     assert data.ratings[DEFAULT_PRODUCT_COL].nunique() == 8_000
     assert len(data.products) == 8_000
     assert not data.ratings.duplicated([DEFAULT_USER_COL, DEFAULT_PRODUCT_COL]).any()
-    assert seconds < 10.0  # about half a second on a laptop; generous for slow CI
 
 
-def test_product_popularity_has_a_long_tail(default_data: tuple[SyntheticData, float]) -> None:
+def test_product_popularity_has_a_long_tail(default_data: tuple[SyntheticData, None]) -> None:
     data, _ = default_data
     counts = data.ratings[DEFAULT_PRODUCT_COL].value_counts()  # descending
     top_one_percent = counts.iloc[: len(counts) // 100].sum() / counts.sum()
@@ -214,7 +210,7 @@ def test_product_popularity_has_a_long_tail(default_data: tuple[SyntheticData, f
     assert counts.min() >= 1
 
 
-def test_user_activity_has_a_long_tail(default_data: tuple[SyntheticData, float]) -> None:
+def test_user_activity_has_a_long_tail(default_data: tuple[SyntheticData, None]) -> None:
     data, _ = default_data
     counts = data.ratings[DEFAULT_USER_COL].value_counts()
     assert counts.median() <= 5
@@ -223,13 +219,13 @@ def test_user_activity_has_a_long_tail(default_data: tuple[SyntheticData, float]
     assert counts.min() >= 1
 
 
-def test_most_ratings_survive_a_three_core_filter(default_data: tuple[SyntheticData, float]) -> None:
+def test_most_ratings_survive_a_three_core_filter(default_data: tuple[SyntheticData, None]) -> None:
     data, _ = default_data
     kept = k_core(data.ratings, 3)
     assert len(kept) / len(data.ratings) > 0.5
 
 
-def test_biases_and_planted_groups_are_learnable(default_data: tuple[SyntheticData, float]) -> None:
+def test_biases_and_planted_groups_are_learnable(default_data: tuple[SyntheticData, None]) -> None:
     """Biases beat the global mean, and a user x group effect beats biases alone."""
     data, _ = default_data
     frame = data.ratings.merge(data.products, on=DEFAULT_PRODUCT_COL, how="left", validate="m:1")
