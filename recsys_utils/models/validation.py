@@ -18,7 +18,7 @@ from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError, positive_int
 from recsys_utils.models.factors import FactorModel, blend, seen_matrix
 
-__all__ = ["HeldOutRanking", "choose_blend", "one_se_choice"]
+__all__ = ["HeldOutRanking", "choose_blend", "one_se_choice", "paired_standard_error"]
 
 
 class HeldOutRanking:
@@ -114,6 +114,11 @@ def choose_blend(
     return best[2], best[1], scores
 
 
+def paired_standard_error(d: np.ndarray) -> float:
+    """Standard error of the mean of per-row differences ``d`` (``sd(d) / sqrt(n)``; infinite below two rows)."""
+    return float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+
+
 def one_se_choice(squared: dict[str, np.ndarray], reference: str, select_se: float
                   ) -> tuple[str, dict[str, dict[str, float]]]:
     """The one-standard-error rule between fits, from their squared errors on the same rows.
@@ -138,7 +143,7 @@ def one_se_choice(squared: dict[str, np.ndarray], reference: str, select_se: flo
         if name == reference:
             continue
         d = np.asarray(sq, dtype=np.float64) - squared[reference]
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+        se = paired_standard_error(d)
         numbers[name].update(mse_minus_reference=float(d.mean()), standard_error=se)
         if d.mean() + select_se * se < 0:
             beaten.append(name)

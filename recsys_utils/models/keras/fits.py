@@ -31,7 +31,7 @@ from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError, positive_int
 from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.keras.model import to_factor_model
-from recsys_utils.models.validation import one_se_choice
+from recsys_utils.models.validation import one_se_choice, paired_standard_error
 
 __all__ = ["FITS", "REFERENCE_FIT", "BIAS_REG_GRID", "fit_variants", "choose_fit", "cross_validated_bias_reg",
            "held_biases"]
@@ -113,10 +113,10 @@ def cross_validated_bias_reg(train: EncodedRatings, *, folds: int = 5, grid: tup
             sq[fold == f] = (model.predict(held.user_idx, held.product_idx) - held.rating) ** 2
     rmse = {reg: float(np.sqrt(np.mean(sq))) for reg, sq in squared.items()}
     lowest = min(rmse, key=rmse.get)
-    if select_se == 0 or len(train) < 2:
+    if select_se == 0:
         return lowest, rmse
     within = [reg for reg, sq in squared.items()
-              if np.mean(d := sq - squared[lowest]) <= select_se * np.std(d, ddof=1) / np.sqrt(len(d))]
+              if np.mean(d := sq - squared[lowest]) <= select_se * paired_standard_error(d)]
     return max(within), rmse
 
 
