@@ -18,13 +18,17 @@ with its shrinkage chosen by 5-fold cross-validation on the training rows (as th
 fit's biases are), and ``surprise_svd_tuned``, Surprise SVD with the grid ``SVD_GRID``
 (factors, regularisation, epochs) chosen on the same validation rows our model stops on.
 
+Our model's NDCG@10 is that of its catalog order: the predicted rating minus ``order_z``
+standard errors of each product's mean, ``z`` chosen on validation NDCG@10 (``-p order_z 0``:
+by the predictions, as every peer here orders).
+
 Usage::
 
     .venv/bin/python benchmarks/compare_peers.py            # every dataset (about 10 minutes)
     .venv/bin/python benchmarks/compare_peers.py --datasets sample
     .venv/bin/python benchmarks/compare_peers.py --datasets generated
     # the defaults before issue 15, for the "before" column:
-    .venv/bin/python benchmarks/compare_peers.py -p strong_l2 0 -p wide_margin 0 -p min_epoch_ratings 0
+    .venv/bin/python benchmarks/compare_peers.py -p strong_l2 0 -p wide_margin 0 -p min_epoch_ratings 0 -p order_z 0
 
 Needs the ``bench`` extra (``pip install -e .[bench]``) for Surprise. Ends with one
 JSON line per dataset.
@@ -218,6 +222,8 @@ def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
         "fits": {c["fit"]: c["best_rmse"] for c in result.candidates},
         "bias_cv_reg": reg,
         "svd_tuned_choice": dict(zip(("n_factors", "reg_all", "n_epochs"), svd_choice)),
+        "order_z": result.params.get("order_z_chosen"),
+        "validation_ndcg_by_order_z": result.params.get("validation_ndcg_by_order_z"),
         "wide_bias_reg": next((c["bias_reg"] for c in result.candidates if c["fit"] == "wide"), None),
         "target_rmse": target,
         "target_met": rows[main.name]["rmse"] <= target,
@@ -235,6 +241,10 @@ def print_table(res: dict) -> None:
     print(f"\nTarget (best of Surprise SVD, BaselineOnly, bias): {res['target_rmse']:.4f}; ours "
           f"{res['models']['mf_bias']['rmse']:.4f}: {'met' if res['target_met'] else 'NOT met'}. "
           f"Kept fit: {res['kept_fit']} (validation RMSE of each fit: {fits}).")
+    if res["order_z"] is not None:
+        by_z = ", ".join(f"{z:g}: {v:.4f}" for z, v in res["validation_ndcg_by_order_z"].items())
+        print(f"Catalog order: predicted rating minus {res['order_z']:g} standard errors of each product's mean "
+              f"(validation NDCG@10 by z: {by_z}).")
     if res["published_5fold_rmse"]:
         pub = res["published_5fold_rmse"]
         print(f"\nSurprise's published 5-fold RMSE on this dataset: SVD {pub['surprise_svd']}, "
@@ -261,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ours: dim {cfg.embedding_dim}, l2 {cfg.l2}, bias_l2 {cfg.bias_l2}, batch {cfg.batch_size}, "
           f"lr {cfg.learning_rate}, compare_below {cfg.compare_below}, strong_l2 {cfg.strong_l2}, "
           f"wide_margin {cfg.wide_margin}, wide_bias_folds {cfg.wide_bias_folds}, wide_seeds {cfg.wide_seeds}, "
-          f"select_se {cfg.select_se}, "
+          f"select_se {cfg.select_se}, order_z {cfg.order_z}, "
           f"min_epoch_ratings {cfg.min_epoch_ratings}")
     results = []
     for name in names:

@@ -3,7 +3,8 @@ the ranking model and its blend with the rating model.
 
 Each predictor is fitted twice with the same seed on the same small generated data and
 must: predict one finite value per pair (in stars, within the scale, for rating models);
-recommend only products the user has not rated; return each top-N list sorted by score;
+recommend only products the user has not rated; return each top-N list sorted by the score it
+orders by (``order_score``: the score, plus the rating models' lower-bound offset);
 and give identical results for the same seed.
 """
 
@@ -92,7 +93,7 @@ def test_recommend_excludes_seen_products_and_sorts_by_score(fitted, data):
         row = row[row >= 0]
         assert not any((u, p) in rated for p in row)
         assert len(set(row.tolist())) == len(row)
-        scores = model.score(np.full(len(row), u), row)
+        scores = model.order_score(np.full(len(row), u), row)
         assert np.all(np.diff(scores) <= 1e-6), "top-N must be sorted best first"
         unseen = enc.n_products - seen[u].nnz
         assert len(row) == min(N, unseen)

@@ -206,6 +206,15 @@ def test_training_takeaways_compare_train_and_validation_at_the_best_epoch():
     no_blend = dict(recommender, blend_weight=0.0, name="mf_rank")
     assert "lists come from the ranking model (sampled softmax) alone (0.1300; best blend 0.1350)" in \
         training_takeaways(history, no_blend)
+    # the rating model's own lists: the lower bound validation chose (JSON keys are strings)
+    order = dict(history, params={"order_z_chosen": 2.0, "order_sigma": 0.912,
+                                  "validation_ndcg_by_order_z": {"0.0": 0.0312, "2.0": 0.0401, "4.0": 0.0399}})
+    assert ("Rating model's own lists: ordered by its predicted rating minus **2 standard errors** of each product's "
+            "mean (validation RMSE 0.912 / √(the product's training ratings))") in training_takeaways(order)
+    assert "NDCG@10 by z: z 0: 0.0312, z 2: 0.0401, z 4: 0.0399" in training_takeaways(order)
+    plain = dict(order, params=dict(order["params"], order_z_chosen=0.0))
+    assert "ordered by its predicted rating itself" in training_takeaways(plain)
+    assert "own lists" not in training_takeaways(history)  # not chosen (no validation rows, or an older run)
 
 
 def test_recommendation_takeaways_count_what_the_lists_hold():

@@ -23,7 +23,7 @@ from recsys_utils.models.baselines import BiasBaseline
 from recsys_utils.models.keras.model import extract_weights, to_factor_model
 from recsys_utils.models.keras.fits import BIAS_REG_GRID, cross_validated_bias_reg, held_biases
 from recsys_utils.models.keras.train import FITS, KerasRatingModel, TrainParams, train_model
-from recsys_utils.models.validation import one_se_choice
+from recsys_utils.models.validation import lower_bound_offset, one_se_choice
 
 #: The defaults before the fits were compared: one fit, epochs counted in passes.
 OLD = {"strong_l2": 0.0, "wide_margin": 0.0, "min_epoch_ratings": 0}
@@ -318,6 +318,43 @@ def test_patience_counts_passes_of_an_epoch(planted):
 def test_new_parameters_refuse_negative_values(name):
     with pytest.raises(ParameterError, match=name):
         TrainParams(**{name: -1})
+
+
+# ------------------------------------------------------------------ the catalog order
+@pytest.mark.slow
+def test_the_fitted_model_orders_by_the_lower_bound_validation_ranks_best(bias_data, bias_fits):
+    train, valid, _ = bias_data
+    trainer, fm, _ = bias_fits
+    res = trainer.result_
+    scores = res.params["validation_ndcg_by_order_z"]
+    assert list(scores) == [0.0, 0.5, 1.0, 2.0, 4.0] == list(trainer.params.order_z)
+    z = res.params["order_z_chosen"]
+    assert z == max(scores, key=scores.get)  # the first of the best
+    assert res.params["order_sigma"] == res.best_rmse
+    offset = lower_bound_offset(fm, np.bincount(train.product_idx, minlength=train.n_products), res.best_rmse, z)
+    if z:
+        np.testing.assert_allclose(fm.order_offset, offset, rtol=1e-6)
+    else:
+        assert fm.order_offset is None
+    # predictions are the Keras model's own, whatever the order
+    plain = to_factor_model(res.model, rating_min=train.rating_min, rating_max=train.rating_max,
+                            link_margin=res.link_margin)
+    np.testing.assert_array_equal(fm.predict(valid.user_idx, valid.product_idx),
+                                  plain.predict(valid.user_idx, valid.product_idx))
+
+
+def test_without_validation_rows_or_with_order_z_0_the_predictions_order(planted):
+    train, valid, _ = planted
+    for rows, order_z in ((None, (0.0, 4.0)), (valid, (0.0,))):
+        trainer = KerasRatingModel(TrainParams(epochs=1, compare_below=0, order_z=order_z), verbose=0)
+        assert trainer.fit(train, rows).order_offset is None
+        assert "order_z_chosen" not in trainer.result_.params
+
+
+@pytest.mark.parametrize("order_z", [(), (-1.0,), (0.0, float("nan"))])
+def test_order_z_refuses_an_empty_or_negative_grid(order_z):
+    with pytest.raises(ParameterError, match="order_z"):
+        TrainParams(order_z=order_z)
 
 
 # ------------------------------------------------------------------ the real case

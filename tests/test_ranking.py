@@ -23,7 +23,7 @@ from recsys_utils.evaluation.personalisation import personalisation
 from recsys_utils.models.baselines import EASE, fit_baselines
 from recsys_utils.models.factors import FactorModel, blend
 from recsys_utils.models.keras.ranking import KerasRankingModel, RankingParams
-from recsys_utils.models.validation import HeldOutRanking, choose_blend
+from recsys_utils.models.validation import HeldOutRanking, choose_blend, choose_order_offset, lower_bound_offset
 from recsys_utils.retrieval.serve import recommend_all, recommend_for_user
 
 
@@ -171,6 +171,47 @@ def test_blend_scores_add_up_and_the_best_weight_is_chosen_on_held_out_rows(data
     assert set(scores) == {0.0, 0.4, 3.0} and weight == max(scores, key=scores.get)
     assert chosen.name == ("mf_rank" if weight == 0 else "mf_rank_blend")
     assert scores[0.0] == pytest.approx(held.ndcg(fm))
+
+
+# ------------------------------------------------------------- the rating model's catalog order
+@pytest.mark.parametrize("link, margin", [("sigmoid", 0.0), ("sigmoid", 8.0), ("identity", 0.0)])
+def test_the_lower_bound_offset_is_z_standard_errors_in_score_units(link, margin):
+    rng = np.random.default_rng(3)
+    fm = FactorModel(np.zeros((4, 2)), np.zeros((6, 2)), np.zeros(4), rng.normal(size=6), 1.3 if link == "sigmoid" else 4.1,
+                     link=link, link_margin=margin)
+    counts = np.array([0, 1, 4, 9, 100, 2500])
+    # stars per unit of score at the global bias, by a central difference of the (unclipped) link itself
+    link, h = dataclasses.replace(fm, predicts_ratings=False), 1e-4
+    slope = (link.to_stars(np.array([fm.global_bias + h])) - link.to_stars(np.array([fm.global_bias - h])))[0] / (2 * h)
+    expected = -1.5 * (0.9 / slope) / np.sqrt([1, 1, 4, 9, 100, 2500])
+    np.testing.assert_allclose(lower_bound_offset(fm, counts, 0.9, 1.5), expected, rtol=1e-6)
+    assert not lower_bound_offset(fm, counts, 0.9, 0.0).any()
+
+
+def few_and_many(liked: int):
+    """Product 0 has one training rating and the highest bias, product 1 ten ratings and a bit less;
+    users 10-19 have rated neither and like product ``liked`` in the held-out rows."""
+    u = np.r_[0, np.arange(10), np.arange(10, 20)]
+    p = np.r_[0, np.ones(10, int), np.full(10, 2)]
+    train = EncodedRatings(u, p, np.full(len(u), 4.0), 20, 3)
+    held = EncodedRatings(np.arange(10, 20), np.full(10, liked), np.full(10, 5.0), 20, 3)
+    fm = FactorModel(np.zeros((20, 1)), np.zeros((3, 1)), np.zeros(20), np.array([1.0, 0.8, 0.0]), 4.0, name="r")
+    return fm, np.bincount(p, minlength=3), HeldOutRanking(train, held, k=1)
+
+
+def test_the_order_is_the_bound_held_out_rows_rank_best_and_ties_go_to_the_first():
+    fm, counts, held = few_and_many(liked=1)
+    # z 0: product 0 (one rating) tops every list; z 1: 1.0 - 1 < 0.8 - 1/sqrt(10), product 1 does
+    chosen, z, scores = choose_order_offset(fm, counts, 1.0, held, (0.0, 1.0, 2.0))
+    assert scores == {0.0: 0.0, 1.0: 1.0, 2.0: 1.0} and z == 1.0
+    np.testing.assert_allclose(chosen.order_offset, lower_bound_offset(fm, counts, 1.0, 1.0))
+    assert chosen.recommend(np.array([10]), 1, seen=held.seen)[0][0, 0] == 1
+    np.testing.assert_array_equal(chosen.predict(np.arange(3), np.arange(3)), fm.predict(np.arange(3), np.arange(3)))
+    fm, counts, held = few_and_many(liked=0)
+    chosen, z, scores = choose_order_offset(fm, counts, 1.0, held, (0.0, 1.0, 2.0))
+    assert z == 0.0 and chosen.order_offset is None and scores[0.0] == 1.0
+    with pytest.raises(ParameterError, match="at least one z"):
+        choose_order_offset(fm, counts, 1.0, held, ())
 
 
 # ---------------------------------------------------------------------------------- EASE

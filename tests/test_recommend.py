@@ -548,3 +548,53 @@ def test_save_and_load_keep_the_link_margin_and_read_files_without_one(tmp_path)
         old = {k: z[k] for k in z.files if k != "link_margin"}
     np.savez(tmp_path / "old.npz", **old)
     assert FactorModel.load(tmp_path / "old.npz").link_margin == 0.0
+
+
+# ------------------------------------------------------------------ an order offset
+def offset_model(link: str = "sigmoid", seed: int = 11) -> FactorModel:
+    fm = random_model(link, seed=seed)
+    offset = np.random.default_rng(seed + 1).normal(0, 1.5, N_PRODUCTS)  # large enough to reorder lists
+    return FactorModel(fm.user_factors, fm.product_factors, fm.user_bias, fm.product_bias, fm.global_bias,
+                       link=link, order_offset=offset)
+
+
+@pytest.mark.parametrize("link", ["sigmoid", "identity"])
+def test_an_order_offset_orders_the_lists_and_leaves_the_stars_the_predictions(pairs, seen, link):
+    fm = offset_model(link)
+    plain = random_model(link, seed=11)
+    seen_set = set(pairs)
+    users = np.array([0, 3, NEARLY_FULL_USER, 12, NEW_USER, 22])
+    idx, stars = fm.recommend(users, 8, seen=seen)
+    reordered = 0
+    for row, u in enumerate(users):
+        scored = [(reference_score(fm, int(u), p) + float(fm.order_offset[p]), p)
+                  for p in range(N_PRODUCTS) if (int(u), p) not in seen_set]
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        ref = [p for _, p in scored[:8]]
+        assert idx[row, :len(ref)].tolist() == ref
+        # the stars shown are the predictions, not the bound the list was ordered by
+        np.testing.assert_allclose(stars[row, :len(ref)], [reference_stars(fm, int(u), p) for p in ref], atol=1e-5)
+        reordered += ref != brute_force_recommend(plain, int(u), 8, seen_set)[0]
+    assert reordered >= 4  # the offset did change the lists
+    np.testing.assert_array_equal(fm.predict(users, users % N_PRODUCTS), plain.predict(users, users % N_PRODUCTS))
+
+
+def test_an_order_offset_is_saved_and_enters_a_blend_as_part_of_the_order(tmp_path):
+    from recsys_utils.models.factors import blend
+
+    fm, other = offset_model(), random_model(seed=12)
+    back = FactorModel.load(fm.save(tmp_path / "f.npz"))
+    np.testing.assert_array_equal(back.order_offset, fm.order_offset)
+    assert FactorModel.load(other.save(tmp_path / "g.npz")).order_offset is None
+    mixed = blend(other, fm, 0.5, name="m")
+    u = np.repeat(np.arange(N_USERS), N_PRODUCTS)
+    p = np.tile(np.arange(N_PRODUCTS), N_USERS)
+    expected = other.score(u, p) + 0.5 * (fm.score(u, p) + fm.order_offset[p])
+    np.testing.assert_allclose(mixed.score(u, p), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("offset, message", [(np.zeros(3), "got 3"), (np.full(N_PRODUCTS, np.nan), "finite")])
+def test_a_bad_order_offset_is_refused(offset, message):
+    fm = random_model()
+    with pytest.raises(ParameterError, match=message):
+        FactorModel(fm.user_factors, fm.product_factors, fm.user_bias, fm.product_bias, order_offset=offset)

@@ -163,3 +163,15 @@ def test_recommend_all_with_a_full_recall_index_equals_exact(fm, seen):
     exact = recommend_all(fm, enc, seen, 5, progress=False)
     approx = recommend_all(AnnIndex(fm, kind="flat"), enc, seen, 5, progress=False)
     pdt.assert_frame_equal(approx, exact)
+
+
+def test_an_order_offset_orders_the_index_as_it_orders_exact_lists(fm, seen):
+    offset = np.random.default_rng(4).normal(0, 1.0, fm.n_products)
+    ordered = FactorModel(fm.user_factors, fm.product_factors, fm.user_bias, fm.product_bias, fm.global_bias,
+                          link=fm.link, order_offset=offset)
+    users = np.arange(N_USERS)
+    e_idx, e_stars = ordered.recommend(users, 10, seen=seen)
+    assert (e_idx != fm.recommend(users, 10, seen=seen)[0]).any()
+    a_idx, a_stars = AnnIndex(ordered, kind="flat").recommend(users, 10, seen=seen)
+    np.testing.assert_array_equal(a_idx, e_idx)
+    np.testing.assert_allclose(a_stars, e_stars, rtol=0, atol=1e-5)  # the predictions, as exact lists show

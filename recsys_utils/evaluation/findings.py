@@ -289,6 +289,9 @@ def training_takeaways(history: Mapping[str, Any], recommender: Mapping[str, Any
     if len(fits) > 1:
         lines.append(f"Validation kept the **{history.get('fit')}** fit of {len(fits)} compared ({', '.join(fits)})"
                      + _one_se_reason(history) + "." + _wide_shrinkage(history) + _averaged(history))
+    order = _catalog_order(history)
+    if order:
+        lines.append(order)
     if recommender:
         lines.extend(_ranking_training(recommender))
     return _bullets(lines)
@@ -315,6 +318,22 @@ def _averaged(history: Mapping[str, Any]) -> str:
         return ""
     return (f" It averages {len(seeds)} seeds of that fit in logit space: validation RMSE "
             f"**{params['averaged_val_rmse']:.4f}**, against {min(seeds):.4f}–{max(seeds):.4f} for the seeds alone.")
+
+
+def _catalog_order(history: Mapping[str, Any]) -> str:
+    """How the rating model orders a catalog, when validation chose it."""
+    params = history.get("params") or {}
+    scores = {float(k): v for k, v in (params.get("validation_ndcg_by_order_z") or {}).items()}
+    z = params.get("order_z_chosen")
+    if z is None or not scores:
+        return ""
+    how = (f"by its predicted rating minus **{float(z):g} standard errors** of each product's mean "
+           f"(validation RMSE {float(params.get('order_sigma', float('nan'))):.3f} / √(the product's training "
+           "ratings)), a lower bound that a product with a few high ratings does not top by luck"
+           if z else "by its predicted rating itself")
+    tried = ", ".join(f"z {k:g}: {v:.4f}" for k, v in scores.items())
+    return (f"Rating model's own lists: ordered {how}; validation {metric_label('ndcg@10')} by z: {tried}. "
+            "Its predictions, and the stars every list shows, do not change.")
 
 
 def _wide_shrinkage(history: Mapping[str, Any]) -> str:

@@ -18,9 +18,7 @@ Example usage
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +31,7 @@ from scipy import sparse
 from recsys_utils.constants import RATING_MAX, RATING_MIN
 from recsys_utils.errors import ParameterError, UnknownIDError, positive_int
 from recsys_utils.io import atomic_path
-from recsys_utils.models.topk import top_n
+from recsys_utils.models.topk import blas_single_threaded, check_threads, default_block_size, top_n
 
 __all__ = ["FactorModel", "blend", "seen_matrix", "mask_seen", "default_block_size", "check_threads", "blas_single_threaded"]
 
@@ -82,6 +80,13 @@ class FactorModel:
         link only; 0 for the identity link). With a margin, the top and bottom stars are
         reached at a finite score rather than only as the score goes to infinity; the
         wider it is, the more nearly linear the link is over the scale.
+    order_offset : numpy.ndarray, optional
+        ``(n_products,)``, added to each product's score when a catalog is ordered
+        (:meth:`recommend`, :meth:`score_block`, :meth:`product_matrix`) and never to
+        :meth:`score` or :meth:`predict`: the stars a list shows are the predictions. The
+        rating model's is minus ``z`` standard errors of each product's mean residual, so it
+        orders by a lower bound of the predicted rating (see
+        :func:`~recsys_utils.models.validation.choose_order_offset`). ``None``: the scores order.
     """
 
     user_factors: np.ndarray
@@ -95,6 +100,7 @@ class FactorModel:
     name: str = "model"
     predicts_ratings: bool = True
     link_margin: float = 0.0
+    order_offset: np.ndarray | None = None
     _pt: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,6 +137,11 @@ class FactorModel:
             raise ParameterError(f"link_margin={self.link_margin!r}: expected a finite number >= 0")
         if self.link_margin and self.link != "sigmoid":
             raise ParameterError(f"link_margin={self.link_margin}: only the sigmoid link has a margin")
+        if self.order_offset is not None:
+            self.order_offset = np.ascontiguousarray(self.order_offset, dtype=np.float32).reshape(-1)
+            if self.order_offset.shape[0] != self.n_products or not np.isfinite(self.order_offset).all():
+                raise ParameterError(f"order_offset: expected {self.n_products} finite numbers, one per product, "
+                                     f"got {self.order_offset.shape[0]}")
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -165,6 +176,11 @@ class FactorModel:
             s = np.einsum("ij,ij->i", self.user_factors[u], self.product_factors[p], dtype=np.float64)
         return s + self.user_bias[u] + self.product_bias[p] + self.global_bias
 
+    def order_score(self, user_idx: np.ndarray, product_idx: np.ndarray) -> np.ndarray:
+        """The scores lists are ordered by: :meth:`score` plus :attr:`order_offset`."""
+        s = self.score(user_idx, product_idx)
+        return s if self.order_offset is None else s + self.order_offset[np.asarray(product_idx, dtype=np.int64)]
+
     def to_stars(self, scores: np.ndarray) -> np.ndarray:
         """Map raw scores through the link to stars, clipped to the scale."""
         scores = np.asarray(scores, dtype=np.float64)
@@ -181,16 +197,23 @@ class FactorModel:
         """Predicted stars for aligned (user, product) index pairs."""
         return self.to_stars(self.score(user_idx, product_idx))
 
+    def listed_stars(self, scores: np.ndarray, product_idx: np.ndarray) -> np.ndarray:
+        """Stars of products ordered by their catalog-order ``scores`` (:meth:`score_block`'s): the predictions."""
+        if self.order_offset is not None:
+            scores = np.asarray(scores, dtype=np.float64) - self.order_offset[product_idx]
+        return self.to_stars(scores)
+
     def product_matrix(self) -> np.ndarray:
         """``(d + 2, n_products)``: the product factors transposed, then the product biases, then ones.
 
         With the user side augmented to ``[u, 1, b_u + b]`` one matrix product yields the
         whole raw score ``u · p + b_p + b_u + b``, so no extra passes over a block add biases.
+        The bias row includes :attr:`order_offset`: this is the matrix catalogs are ordered by.
         """
         if self._pt is None:
             pt = np.empty((self.dim + 2, self.n_products), dtype=np.float32)
             pt[: self.dim] = self.product_factors.T
-            pt[self.dim] = self.product_bias
+            pt[self.dim] = self.product_bias if self.order_offset is None else self.product_bias + self.order_offset
             pt[self.dim + 1] = 1.0
             self._pt = pt
         return self._pt
@@ -206,7 +229,7 @@ class FactorModel:
         return left
 
     def score_block(self, user_idx: np.ndarray) -> np.ndarray:
-        """Raw scores of a block of users against every product, ``(len(user_idx), n_products)``."""
+        """Raw scores (plus :attr:`order_offset`) of a block of users against every product, ``(len(user_idx), n_products)``."""
         if not sparse.issparse(self.user_factors):
             left = self.user_matrix(user_idx)
             if len(left) == 1:
@@ -291,7 +314,7 @@ class FactorModel:
             valid = np.isfinite(sc)
             out_idx[:, :k] = np.where(valid, idx, -1)
             stars = out_stars[:, :k]
-            stars[valid] = self.to_stars(sc[valid])
+            stars[valid] = self.listed_stars(sc[valid], idx[valid])
             return start, out_idx, out_stars
 
         starts = range(0, len(user_idx), block_size)
@@ -335,6 +358,7 @@ class FactorModel:
                     name=np.str_(self.name),
                     predicts_ratings=np.bool_(self.predicts_ratings),
                     link_margin=np.float64(self.link_margin),
+                    **({} if self.order_offset is None else {"order_offset": self.order_offset}),
                 )
         return path
 
@@ -360,6 +384,7 @@ class FactorModel:
                 predicts_ratings=bool(z["predicts_ratings"]),
                 # files written before the margin existed have none
                 link_margin=float(z["link_margin"]) if "link_margin" in z.files else 0.0,
+                order_offset=z["order_offset"] if "order_offset" in z.files else None,
             )
 
 
@@ -369,7 +394,8 @@ def blend(first: FactorModel, second: FactorModel, weight: float, *, name: str) 
 
     Factors are placed side by side (``[u₁, w·u₂] · [p₁, p₂] = u₁·p₁ + w·u₂·p₂``) and
     biases added, so the blend ranks, recommends and saves like any other model. Its
-    scores are not stars (``predicts_ratings`` is False): use it to order products.
+    scores are not stars (``predicts_ratings`` is False): use it to order products. Each
+    model enters with the scores it orders a catalog by, :attr:`~FactorModel.order_offset` included.
     """
     if (first.n_users, first.n_products) != (second.n_users, second.n_products):
         raise ParameterError(f"blend: models of {first.n_users} × {first.n_products} and "
@@ -381,46 +407,13 @@ def blend(first: FactorModel, second: FactorModel, weight: float, *, name: str) 
         np.hstack([first.user_factors, w * second.user_factors]),
         np.hstack([first.product_factors, second.product_factors]),
         first.user_bias + w * second.user_bias,
-        first.product_bias + w * second.product_bias,
+        _ordering_bias(first) + w * _ordering_bias(second),
         first.global_bias + float(w) * second.global_bias,
         link="identity", rating_min=first.rating_min, rating_max=first.rating_max, name=name, predicts_ratings=False,
     )
 
-#: Upper bound on the default number of threads (each holds one block of scores).
-_MAX_THREADS = 8
-#: Bytes of float32 scores one block holds by default (2048 users × 20k products ≈ 160 MiB
-#: was measured slower: every pass over a block then streams from main memory).
-_BLOCK_BYTES = 16 * 2**20
-
-
-def check_threads(threads: int | None) -> int:
-    if threads is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not on Linux
-            cpus = os.cpu_count() or 1
-        return max(1, min(cpus, _MAX_THREADS))
-    return positive_int("threads", threads)
-
-
-def blas_single_threaded():
-    """Keep BLAS to one thread per block while recommending (when threadpoolctl is installed).
-
-    Our threads split the work by blocks; a block's matrix product is small, and letting
-    BLAS spread each one over more threads oversubscribes the cores. Measured on 2 shared
-    cores: 1 worker with 2 BLAS threads took 1.6-1.9 s where 1 worker with 1 BLAS thread
-    took 0.9-1.0 s, and 2 workers × 2 BLAS threads 1.3-1.4 s against 0.9-1.1 s.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: only the speed differs
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def default_block_size(n_products: int) -> int:
-    """Users per block such that one block of float32 scores takes about 16 MiB (at least 16 users)."""
-    return int(max(16, min(65_536, _BLOCK_BYTES // (4 * max(int(n_products), 1)))))
+def _ordering_bias(model: FactorModel) -> np.ndarray:
+    return model.product_bias if model.order_offset is None else model.product_bias + model.order_offset
 
 
 def seen_matrix(user_idx: np.ndarray, product_idx: np.ndarray, n_users: int, n_products: int) -> sparse.csr_matrix:

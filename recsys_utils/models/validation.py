@@ -7,10 +7,13 @@ with a relevant held-out rating, the full catalog minus each user's training pro
 ranked), computed on index arrays so it can run after every epoch; a test checks the two
 agree. It lives here, not in ``evaluation``, because trainers sit below evaluation.
 
-:func:`one_se_choice` is the rating model's choice between fits on validation errors.
+:func:`one_se_choice` is the rating model's choice between fits on validation errors;
+:func:`choose_order_offset` how cautiously it orders a catalog.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -18,7 +21,8 @@ from recsys_utils.data.encoding import EncodedRatings
 from recsys_utils.errors import ParameterError, positive_int
 from recsys_utils.models.factors import FactorModel, blend, seen_matrix
 
-__all__ = ["HeldOutRanking", "choose_blend", "one_se_choice", "paired_standard_error"]
+__all__ = ["HeldOutRanking", "choose_blend", "choose_order_offset", "lower_bound_offset", "one_se_choice",
+           "paired_standard_error"]
 
 
 class HeldOutRanking:
@@ -111,6 +115,53 @@ def choose_blend(
         scores[float(w)] = held_out.ndcg(model)
         if best is None or scores[float(w)] > best[0]:
             best = (scores[float(w)], float(w), model)
+    return best[2], best[1], scores
+
+
+def lower_bound_offset(model: FactorModel, counts: np.ndarray, sigma: float, z: float) -> np.ndarray:
+    """Minus ``z`` standard errors of each product's mean residual, in ``model``'s score units.
+
+    A product's standard error is ``sigma / sqrt(n)`` stars (``n`` its training ratings, at
+    least 1), turned into score units by the link's slope at the global bias (stars per
+    unit of score: ``(hi - lo) s (1 - s)`` for the sigmoid, 1 for the identity link). Added
+    to the scores, it orders products by a lower bound of their predicted rating.
+    """
+    if model.link == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-model.global_bias))
+        slope = (model.rating_max - model.rating_min + 2 * model.link_margin) * s * (1 - s)
+    else:
+        slope = 1.0
+    n = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    return -float(z) * (float(sigma) / slope) / np.sqrt(n)
+
+
+def choose_order_offset(
+    model: FactorModel, counts: np.ndarray, sigma: float, held_out: HeldOutRanking, zs: tuple[float, ...]
+) -> tuple[FactorModel, float, dict[float, float]]:
+    """``model`` ordering the catalog by its predicted rating minus ``z`` standard errors, ``z`` of
+    ``zs`` with the best held-out NDCG@K (the first on a tie, or with no held-out users).
+
+    Predictions do not change (:attr:`~recsys_utils.models.factors.FactorModel.order_offset`):
+    the rating question wants every product's best estimate, the ordering one a bound that
+    a product with three 5-star ratings does not top by luck. ``sigma`` is the model's error
+    in stars (its validation RMSE); ``counts`` each product's training ratings.
+
+    Returns
+    -------
+    (model, z, scores)
+        The model with its :attr:`~recsys_utils.models.factors.FactorModel.order_offset`
+        (``None`` for ``z`` 0), the ``z`` chosen and the held-out NDCG@K of every ``z`` tried.
+    """
+    if not zs:
+        raise ParameterError("zs: expected at least one z")
+    scores: dict[float, float] = {}
+    best = None
+    for z in zs:
+        offset = lower_bound_offset(model, counts, sigma, z) if z else None
+        candidate = dataclasses.replace(model, order_offset=offset)
+        scores[float(z)] = held_out.ndcg(candidate)
+        if best is None or scores[float(z)] > best[0]:
+            best = (scores[float(z)], float(z), candidate)
     return best[2], best[1], scores
 
 

@@ -224,7 +224,7 @@ class AnnIndex:
                 short = ok.sum(axis=1) < need
                 fallback.append(rows[short])
                 stars = np.full(sc.shape, np.nan)
-                stars[ok] = fm.to_stars(sc[ok])
+                stars[ok] = fm.listed_stars(sc[ok], idx[ok])
                 out_idx[rows, :k] = np.where(ok, idx, -1)
                 out_stars[rows, :k] = stars
         fallback = np.concatenate(fallback)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import sys
 from typing import Any
 
-__all__ = ["import_keras", "quiet_tensorflow", "USER_EMBEDDING", "PRODUCT_EMBEDDING", "USER_BIAS", "PRODUCT_BIAS",
-           "GLOBAL_BIAS"]
+import numpy as np
+
+__all__ = ["import_keras", "quiet_tensorflow", "set_seeds", "USER_EMBEDDING", "PRODUCT_EMBEDDING", "USER_BIAS",
+           "PRODUCT_BIAS", "GLOBAL_BIAS"]
 
 #: Layer names; :func:`recsys_utils.models.keras.model.extract_weights` reads the weights by them.
 USER_EMBEDDING = "user_embedding"
@@ -148,3 +151,27 @@ def import_keras():
     keras.GlobalBias = GlobalBias  # type: ignore[attr-defined]
     return keras
 
+
+def set_seeds(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic``, make TensorFlow's ops deterministic.
+
+    Op determinism is a process-wide switch, so ``deterministic=False`` turns it off again
+    if an earlier call turned it on (Keras refuses XLA while it is on).
+    """
+    keras = import_keras()
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except AttributeError:  # pragma: no cover - very old TF
+            pass
+    else:
+        try:
+            from tensorflow.python.framework.config import disable_op_determinism
+        except ImportError:  # pragma: no cover - TF without the switch
+            return
+        disable_op_determinism()

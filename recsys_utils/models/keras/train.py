@@ -25,13 +25,17 @@ to the bias baseline, is kept unless another fit's validation MSE is lower by mo
 ``select_se`` standard errors of the paired per-rating difference (then the lowest of
 those). On a few hundred validation ratings the plain minimum chases noise. Larger data, where the main fit was always the one kept, and the model
 without biases (``mf_dot``, the comparison variant) are fitted once. ``benchmarks/RESULTS.md`` ("Closing the gap to the bias baseline") measures why.
+
+With a validation split, :meth:`KerasRatingModel.fit` also chooses how the fitted model
+orders a catalog: by its predicted rating minus ``z`` standard errors of each product's mean
+(``order_z``, :func:`~recsys_utils.models.validation.choose_order_offset`), so that products
+with a few high ratings, predicted high, do not top every list; predictions do not change.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,14 +48,17 @@ from recsys_utils.models.base import Trainer
 from recsys_utils.models.factors import FactorModel
 from recsys_utils.models.keras.fast import fit_fast
 from recsys_utils.models.keras.fits import FITS, choose_fit, fit_variants, held_biases
-from recsys_utils.models.keras.layers import import_keras
+from recsys_utils.models.keras.layers import import_keras, set_seeds
 from recsys_utils.models.keras.model import build_model, hold_biases, rating_to_unit, stack_embeddings, to_factor_model
 from recsys_utils.models.keras.plain import fit_keras
+from recsys_utils.models.validation import HeldOutRanking, choose_order_offset
 
 __all__ = ["ENGINES", "FITS", "TrainParams", "TrainResult", "KerasRatingModel", "train_model", "set_seeds"]
 
 log = logging.getLogger(__name__)
 
+#: Validation users ranked to choose ``order_z`` (drawn with the seed when there are more).
+ORDER_VALIDATION_USERS = 20_000
 #: Training engines: the compiled fast loop, and ``model.fit``.
 ENGINES = ("fast", "keras")
 
@@ -113,6 +120,12 @@ class TrainParams:
         fit's validation mean squared error is lower by more than ``select_se`` standard
         errors of the paired per-rating difference; among those that are, the lowest wins.
         ``0``: the lowest validation RMSE, whatever the margin.
+    order_z : tuple of float
+        With a validation split, the fitted model orders a catalog by its predicted rating
+        minus ``z`` standard errors of each product's mean (validation RMSE / sqrt(the
+        product's training ratings)), ``z`` of these with the best validation NDCG@10
+        (:func:`~recsys_utils.models.validation.choose_order_offset`). Predictions do not
+        change. ``(0,)``: order by the predictions themselves.
     seed : int
         Seeds initialisation and shuffling.
     engine : {"fast", "keras"}
@@ -146,6 +159,7 @@ class TrainParams:
     wide_bias_folds: int = 5
     wide_seeds: int = 5
     select_se: float = 1.0
+    order_z: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     seed: int = 42
     engine: str = "fast"
     jit_compile: bool | None = None
@@ -166,33 +180,11 @@ class TrainParams:
                 raise ParameterError(f"{name}={value!r}: expected a finite number >= 0")
         if not (isinstance(self.wide_seeds, (int, np.integer)) and self.wide_seeds >= 1):
             raise ParameterError(f"wide_seeds={self.wide_seeds!r}: expected an integer >= 1")
+        object.__setattr__(self, "order_z", tuple(float(z) for z in np.atleast_1d(self.order_z)))
+        if not self.order_z or not all(np.isfinite(z) and z >= 0 for z in self.order_z):
+            raise ParameterError(f"order_z={self.order_z!r}: expected one or more finite numbers >= 0")
         if self.wide_bias_folds == 1:
             raise ParameterError("wide_bias_folds=1: expected 0 (the bias baseline's shrinkage) or at least 2 folds")
-
-
-def set_seeds(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and TensorFlow; with ``deterministic``, make TensorFlow's ops deterministic.
-
-    Op determinism is a process-wide switch, so ``deterministic=False`` turns it off again
-    if an earlier call turned it on (Keras refuses XLA while it is on).
-    """
-    keras = import_keras()
-    import tensorflow as tf
-
-    random.seed(seed)
-    np.random.seed(seed)
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        try:
-            tf.config.experimental.enable_op_determinism()
-        except AttributeError:  # pragma: no cover - very old TF
-            pass
-    else:
-        try:
-            from tensorflow.python.framework.config import disable_op_determinism
-        except ImportError:  # pragma: no cover - TF without the switch
-            return
-        disable_op_determinism()
 
 
 @dataclass
@@ -280,8 +272,15 @@ class KerasRatingModel(Trainer):
         """
         self.result_ = train_model(self.check_train(train), valid, self.params, verbose=self.verbose)
         self.model_ = self.result_.model
-        return to_factor_model(self.model_, rating_min=train.rating_min, rating_max=train.rating_max,
-                               link_margin=self.result_.link_margin)
+        fm = to_factor_model(self.model_, rating_min=train.rating_min, rating_max=train.rating_max,
+                             link_margin=self.result_.link_margin)
+        if valid is None or not len(valid) or self.params.order_z == (0.0,):
+            return fm
+        counts, sigma = np.bincount(train.product_idx, minlength=train.n_products), self.result_.best_rmse
+        held_out = HeldOutRanking(train, valid, max_users=ORDER_VALIDATION_USERS, seed=self.params.seed)
+        fm, z, scores = choose_order_offset(fm, counts, sigma, held_out, self.params.order_z)
+        self.result_.params.update(order_z_chosen=z, order_sigma=sigma, validation_ndcg_by_order_z=scores)
+        return fm
 
 
 def _arrays(data: EncodedRatings, margin: float = 0.0, chunk: int = 1 << 20) -> tuple[list[np.ndarray], np.ndarray]:
