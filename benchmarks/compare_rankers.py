@@ -14,9 +14,7 @@ Grids (validation NDCG@10 picks one point per model; fit seconds are the chosen 
 - implicit ALS: factors 64, 128 × regularization 0.01, 0.1, 1 × alpha 1, 10; 15 iterations.
 - cornac BPR (uniform negatives): k 32, 64 × lambda_reg 0.001, 0.01 × learning_rate 0.01, 0.05; 100 epochs.
 - ours: the project's defaults (``RankingParams``, early stopping on validation), and the
-  blend with the rating model whose weight 03_training chooses on validation. The rating model
-  enters the blend as it orders a catalog (its prediction minus ``order_z`` standard errors);
-  the same choice with it ordered by its predictions is printed after each table.
+  blend with the rating model whose weight 03_training chooses on validation.
 
 Usage::
 
@@ -29,7 +27,6 @@ Needs the ``bench`` extra (implicit, cornac). Ends with one JSON line per datase
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -158,8 +155,7 @@ def run_dataset(name: str, cfg: RunConfig, seed: int, quick: bool) -> dict:
     models["mf_rank"] = ranker.fit(train_rows, valid_rows)
     info["mf_rank"] = {"fit_seconds": time.perf_counter() - t, "epochs": len(ranker.result_.history["loss"]),
                        "chosen": {"l2": ranker.result_.l2}}
-    rater = KerasRatingModel(cfg.train_params(), verbose=0)
-    rating = rater.fit(train_rows, valid_rows)
+    rating = KerasRatingModel(cfg.train_params(), verbose=0).fit(train_rows, valid_rows)
     blended, weight, _ = choose_blend(models["mf_rank"], rating, held)
     if weight:
         models[blended.name] = blended
@@ -168,18 +164,11 @@ def run_dataset(name: str, cfg: RunConfig, seed: int, quick: bool) -> dict:
     table = compare_ranking_models(models, train, test, 10, cfg.relevance_threshold).set_index("model")
     test_held = HeldOutRanking(train_rows, test_rows, relevance_threshold=cfg.relevance_threshold)
     ours = blended.name if weight else "mf_rank"  # what a run writes: the validation-chosen one, not the test's best
-    # the same choice had the rating model ordered by its predictions (order_z 0), on the same fits
-    plain, plain_weight, _ = choose_blend(models["mf_rank"], dataclasses.replace(rating, order_offset=None), held)
-    rating_order = {"order_z": rater.result_.params.get("order_z_chosen", 0.0),
-                    "ours_with_order_z_0": {"blend_weight": plain_weight, "ndcg@10": test_held.ndcg(plain)},
-                    "rating_model_ndcg@10": {"order": test_held.ndcg(rating),
-                                             "order_z_0": test_held.ndcg(dataclasses.replace(rating, order_offset=None))}}
     peers = [m for m in models if not m.startswith("mf_rank")]
     best_peer = max(peers, key=lambda m: table.loc[m, "ndcg@10"])
     lo, hi = paired_bootstrap(test_held.per_user(models[ours]), test_held.per_user(models[best_peer]))
     out = {"dataset": name, "ratings": int(len(ratings)), "users": enc.n_users, "products": enc.n_products,
-           "ours": ours, "best_peer": best_peer, "ndcg_difference_ci95": [lo, hi], "rating_order": rating_order,
-           "models": {}}
+           "ours": ours, "best_peer": best_peer, "ndcg_difference_ci95": [lo, hi], "models": {}}
     for m in models:
         row = table.loc[m]
         out["models"][m] = {**{c: float(row[c]) for c in ("ndcg@10", "recall@10", "top1_share", "list_overlap",
@@ -199,11 +188,6 @@ def print_table(res: dict) -> None:
     lo, hi = res["ndcg_difference_ci95"]
     print(f"\n{res['ours']} − {res['best_peer']}: NDCG@10 difference 95 % interval [{lo:+.4f}, {hi:+.4f}] "
           "(paired bootstrap over test users)")
-    ro = res["rating_order"]
-    print(f"\nThe rating model orders by its prediction minus {ro['order_z']:g} standard errors (order_z); its own "
-          f"NDCG@10 {ro['rating_model_ndcg@10']['order']:.4f} (by its predictions: "
-          f"{ro['rating_model_ndcg@10']['order_z_0']:.4f}). Ordered by its predictions, the blend choice would give "
-          f"weight {ro['ours_with_order_z_0']['blend_weight']:g} and NDCG@10 {ro['ours_with_order_z_0']['ndcg@10']:.4f}.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,8 @@ class FactorModel:
     order_offset : numpy.ndarray, optional
         ``(n_products,)``, added to each product's score when a catalog is ordered
         (:meth:`recommend`, :meth:`score_block`, :meth:`product_matrix`) and never to
-        :meth:`score` or :meth:`predict`: the stars a list shows are the predictions. The
+        :meth:`score` or :meth:`predict` (nor to a :func:`blend`): the stars a list shows are
+        the predictions. The
         rating model's is minus ``z`` standard errors of each product's mean residual, so it
         orders by a lower bound of the predicted rating (see
         :func:`~recsys_utils.models.validation.choose_order_offset`). ``None``: the scores order.
@@ -395,7 +396,9 @@ def blend(first: FactorModel, second: FactorModel, weight: float, *, name: str) 
     Factors are placed side by side (``[u₁, w·u₂] · [p₁, p₂] = u₁·p₁ + w·u₂·p₂``) and
     biases added, so the blend ranks, recommends and saves like any other model. Its
     scores are not stars (``predicts_ratings`` is False): use it to order products. Each
-    model enters with the scores it orders a catalog by, :attr:`~FactorModel.order_offset` included.
+    model enters with its :meth:`~FactorModel.score` (a rating model's logit), without its
+    :attr:`~FactorModel.order_offset`: blended with the ranking model, the rating model's lower
+    bound pulled lists toward popular products (``benchmarks/RESULTS.md``, issue 15).
     """
     if (first.n_users, first.n_products) != (second.n_users, second.n_products):
         raise ParameterError(f"blend: models of {first.n_users} × {first.n_products} and "
@@ -407,14 +410,10 @@ def blend(first: FactorModel, second: FactorModel, weight: float, *, name: str) 
         np.hstack([first.user_factors, w * second.user_factors]),
         np.hstack([first.product_factors, second.product_factors]),
         first.user_bias + w * second.user_bias,
-        _ordering_bias(first) + w * _ordering_bias(second),
+        first.product_bias + w * second.product_bias,
         first.global_bias + float(w) * second.global_bias,
         link="identity", rating_min=first.rating_min, rating_max=first.rating_max, name=name, predicts_ratings=False,
     )
-
-def _ordering_bias(model: FactorModel) -> np.ndarray:
-    return model.product_bias if model.order_offset is None else model.product_bias + model.order_offset
-
 
 def seen_matrix(user_idx: np.ndarray, product_idx: np.ndarray, n_users: int, n_products: int) -> sparse.csr_matrix:
     """Sparse users × products matrix of the pairs to exclude (1 where rated)."""
