@@ -321,7 +321,7 @@ def _averaged(history: Mapping[str, Any]) -> str:
 
 
 def _catalog_order(history: Mapping[str, Any]) -> str:
-    """How the rating model orders a catalog, when validation chose it."""
+    """How the rating model orders its own lists, when validation chose it."""
     params = history.get("params") or {}
     scores = {float(k): v for k, v in (params.get("validation_ndcg_by_order_z") or {}).items()}
     z = params.get("order_z_chosen")

@@ -84,9 +84,8 @@ class FactorModel:
         ``(n_products,)``, added to each product's score when a catalog is ordered
         (:meth:`recommend`, :meth:`score_block`, :meth:`product_matrix`) and never to
         :meth:`score` or :meth:`predict` (nor to a :func:`blend`): the stars a list shows are
-        the predictions. The
-        rating model's is minus ``z`` standard errors of each product's mean residual, so it
-        orders by a lower bound of the predicted rating (see
+        the predictions. A Keras rating model's is minus ``z`` standard errors of each
+        product's mean, so it orders by a lower bound of the predicted rating (see
         :func:`~recsys_utils.models.validation.choose_order_offset`). ``None``: the scores order.
     """
 

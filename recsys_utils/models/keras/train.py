@@ -274,7 +274,7 @@ class KerasRatingModel(Trainer):
         self.model_ = self.result_.model
         fm = to_factor_model(self.model_, rating_min=train.rating_min, rating_max=train.rating_max,
                              link_margin=self.result_.link_margin)
-        if valid is None or not len(valid) or self.params.order_z == (0.0,):
+        if valid is None or not len(valid) or not any(self.params.order_z):
             return fm
         counts, sigma = np.bincount(train.product_idx, minlength=train.n_products), self.result_.best_rmse
         held_out = HeldOutRanking(train, valid, max_users=ORDER_VALIDATION_USERS, seed=self.params.seed)
