@@ -14,6 +14,7 @@ agree. It lives here, not in ``evaluation``, because trainers sit below evaluati
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -108,13 +109,19 @@ def choose_blend(
     """
     if not weights:
         raise ParameterError("weights: expected at least one blend weight")
+    return _best_on(held_out, ((w, ranker if w == 0 else blend(ranker, rater, w, name=name)) for w in weights))
+
+
+def _best_on(held_out: HeldOutRanking, candidates: Iterator[tuple[float, FactorModel]]
+             ) -> tuple[FactorModel, float, dict[float, float]]:
+    """The candidate ``(key, model)`` with the best held-out NDCG@K (the first on a tie or when all
+    are NaN), its key, and every key's NDCG@K. Candidates are built one at a time, as drawn."""
     scores: dict[float, float] = {}
     best = None
-    for w in weights:
-        model = ranker if w == 0 else blend(ranker, rater, w, name=name)
-        scores[float(w)] = held_out.ndcg(model)
-        if best is None or scores[float(w)] > best[0]:
-            best = (scores[float(w)], float(w), model)
+    for key, model in candidates:
+        scores[float(key)] = held_out.ndcg(model)
+        if best is None or scores[float(key)] > best[0]:
+            best = (scores[float(key)], float(key), model)
     return best[2], best[1], scores
 
 
@@ -154,15 +161,8 @@ def choose_order_offset(
     """
     if not zs:
         raise ParameterError("zs: expected at least one z")
-    scores: dict[float, float] = {}
-    best = None
-    for z in zs:
-        offset = lower_bound_offset(model, counts, sigma, z) if z else None
-        candidate = dataclasses.replace(model, order_offset=offset)
-        scores[float(z)] = held_out.ndcg(candidate)
-        if best is None or scores[float(z)] > best[0]:
-            best = (scores[float(z)], float(z), candidate)
-    return best[2], best[1], scores
+    return _best_on(held_out, ((z, dataclasses.replace(model, order_offset=lower_bound_offset(model, counts, sigma, z)
+                                                        if z else None)) for z in zs))
 
 
 def paired_standard_error(d: np.ndarray) -> float:
