@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from recsys_utils.errors import ParameterError
-from recsys_utils.evaluation.metrics import error_by_bucket, mae, rating_metrics, ranking_metrics, rmse
+from recsys_utils.evaluation.metrics import (error_by_bucket, mae, ranking_metrics, ranking_metrics_by_user,
+                                              rating_metrics, rmse)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -24,8 +25,8 @@ def ratings_frame(ratings: dict[str, dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "product_id", "rating"])
 
 
-def reference_ranking(recs: pd.DataFrame, test: pd.DataFrame, k: int, threshold: float) -> dict[str, float]:
-    """Straightforward per-user loop, written from the definitions."""
+def reference_by_user(recs: pd.DataFrame, test: pd.DataFrame, k: int, threshold: float) -> dict[str, dict[str, float]]:
+    """Straightforward per-user loop, written from the definitions: user -> metric -> value."""
     relevant: dict = {}
     for u, p, r in test[["user_id", "product_id", "rating"]].itertuples(index=False):
         if r >= threshold:
@@ -33,7 +34,7 @@ def reference_ranking(recs: pd.DataFrame, test: pd.DataFrame, k: int, threshold:
     lists: dict = {}
     for u, p, rank in recs[["user_id", "product_id", "rank"]].itertuples(index=False):
         lists.setdefault(u, []).append((rank, p))
-    sums = dict.fromkeys(["precision", "recall", "ndcg", "map", "hit", "mrr"], 0.0)
+    out = {}
     for u, rel in relevant.items():
         ranked = [p for rank, p in sorted(lists.get(u, [])) if rank <= k]
         hits, dcg, ap, first = 0, 0.0, 0.0, None
@@ -46,22 +47,17 @@ def reference_ranking(recs: pd.DataFrame, test: pd.DataFrame, k: int, threshold:
                     first = pos
         ideal = min(k, len(rel))
         idcg = sum(1.0 / math.log2(i + 1) for i in range(1, ideal + 1))
-        sums["precision"] += hits / k
-        sums["recall"] += hits / len(rel)
-        sums["ndcg"] += dcg / idcg
-        sums["map"] += ap / ideal
-        sums["hit"] += 1.0 if hits else 0.0
-        sums["mrr"] += 1.0 / first if first else 0.0
-    n = len(relevant)
-    return {
-        f"precision@{k}": sums["precision"] / n,
-        f"recall@{k}": sums["recall"] / n,
-        f"ndcg@{k}": sums["ndcg"] / n,
-        f"map@{k}": sums["map"] / n,
-        f"hit_rate@{k}": sums["hit"] / n,
-        "mrr": sums["mrr"] / n,
-        "n_users_evaluated": n,
-    }
+        out[u] = {f"precision@{k}": hits / k, f"recall@{k}": hits / len(rel), f"ndcg@{k}": dcg / idcg,
+                  f"map@{k}": ap / ideal, f"hit_rate@{k}": 1.0 if hits else 0.0, "mrr": 1.0 / first if first else 0.0}
+    return out
+
+
+def reference_ranking(recs: pd.DataFrame, test: pd.DataFrame, k: int, threshold: float) -> dict[str, float]:
+    """The per-user loop's values averaged over the evaluated users."""
+    per_user = reference_by_user(recs, test, k, threshold)
+    n = len(per_user)
+    names = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"hit_rate@{k}", "mrr"]
+    return {**{m: sum(v[m] for v in per_user.values()) / n for m in names}, "n_users_evaluated": n}
 
 
 # ---------------------------------------------------------------------- rating metrics
@@ -215,9 +211,8 @@ def test_ranking_bad_rank(bad_rank):
         ranking_metrics(recs, ratings_frame({"u": {"a": 5.0}}), k=1)
 
 
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("k", [1, 3, 10])
-def test_ranking_matches_per_user_loop_on_random_data(seed, k):
+def random_lists(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Shuffled lists of 1-14 products for most of 40 users, and 0-11 test ratings each."""
     rng = np.random.default_rng(seed)
     n_users, n_products = 40, 30
     users = [f"u{i}" for i in range(n_users)]
@@ -235,12 +230,36 @@ def test_ranking_matches_per_user_loop_on_random_data(seed, k):
         for p in rng.choice(products, n, replace=False):
             test_rows.append((u, p, float(rng.integers(1, 6))))
     recs = pd.DataFrame(rec_rows, columns=["user_id", "product_id", "rank"]).sample(frac=1.0, random_state=seed)
-    test = pd.DataFrame(test_rows, columns=["user_id", "product_id", "rating"])
+    return recs, pd.DataFrame(test_rows, columns=["user_id", "product_id", "rating"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_ranking_matches_per_user_loop_on_random_data(seed, k):
+    recs, test = random_lists(seed)
     got = ranking_metrics(recs, test, k=k, relevance_threshold=4.0)
     want = reference_ranking(recs, test, k, 4.0)
     assert got.keys() == want.keys()
     for key in want:
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k", [1, 10])
+def test_ranking_by_user_matches_per_user_loop_user_by_user(seed, k):
+    recs, test = random_lists(seed)
+    got = ranking_metrics_by_user(recs, test, k=k, relevance_threshold=4.0)
+    want = reference_by_user(recs, test, k, 4.0)
+    assert sorted(got["user_id"]) == sorted(want)  # every user with a relevant test item, once
+    assert got.columns.tolist() == ["user_id", *next(iter(want.values()))]
+    for row in got.to_dict("records"):
+        for metric, value in want[row["user_id"]].items():
+            assert row[metric] == pytest.approx(value, abs=1e-12), (row["user_id"], metric)
+
+
+def test_ranking_by_user_without_relevant_items_is_empty():
+    by_user = ranking_metrics_by_user(recs_frame({"u": ["a"]}), ratings_frame({"u": {"a": 2.0}}), k=1)
+    assert len(by_user) == 0 and by_user.columns.tolist()[:3] == ["user_id", "precision@1", "recall@1"]
 
 
 def test_ranking_metrics_at_100k_users_evaluate_every_user_with_a_liked_test_product():

@@ -37,6 +37,8 @@ __all__ = [
     "mae",
     "rating_metrics",
     "ranking_metrics",
+    "ranking_metrics_by_user",
+    "mean_ranking_metrics",
     "error_by_bucket",
     "bucket_labels",
     "DEFAULT_ACTIVITY_EDGES",
@@ -201,6 +203,42 @@ def ranking_metrics(
     ParameterError
         For a missing column, a non-positive ``k``, or ranks that are not integers >= 1.
     """
+    by_user = ranking_metrics_by_user(recommendations, test, k, relevance_threshold, col_user=col_user,
+                                      col_product=col_product, col_rating=col_rating, col_rank=col_rank)
+    return mean_ranking_metrics(by_user, k)
+
+
+def mean_ranking_metrics(by_user: pd.DataFrame, k: int) -> dict[str, float]:
+    """:func:`ranking_metrics` from :func:`ranking_metrics_by_user`'s table: each column's mean
+    (NaN without users) and ``n_users_evaluated``."""
+    means = {c: float(np.mean(by_user[c].to_numpy())) if len(by_user) else float("nan") for c in _ranking_columns(k)}
+    return {**means, "n_users_evaluated": len(by_user)}
+
+
+def _ranking_columns(k: int) -> list[str]:
+    return [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"hit_rate@{k}", "mrr"]
+
+
+def ranking_metrics_by_user(
+    recommendations: pd.DataFrame,
+    test: pd.DataFrame,
+    k: int = DEFAULT_K,
+    relevance_threshold: float = 4.0,
+    *,
+    col_user: str = DEFAULT_USER_COL,
+    col_product: str = DEFAULT_PRODUCT_COL,
+    col_rating: str = DEFAULT_RATING_COL,
+    col_rank: str = "rank",
+) -> pd.DataFrame:
+    """:func:`ranking_metrics` of each evaluated user: one row per user with a relevant test item.
+
+    The columns are ``col_user`` (the users as they appear, in order of first appearance
+    in ``recommendations`` then ``test``) and ``precision@k``, ``recall@k``, ``ndcg@k``,
+    ``map@k``, ``hit_rate@k`` and ``mrr`` (the reciprocal rank of the first hit, 0 if none).
+    Their column means are :func:`ranking_metrics`; per-user values give the spread
+    behind a mean, e.g. the standard error of the paired difference between two models'
+    lists for the same users. Same parameters and errors as :func:`ranking_metrics`.
+    """
     k = positive_int("k", k)
     _require_columns(recommendations, "recommendations", [col_user, col_product, col_rank])
     _require_columns(test, "test", [col_user, col_product, col_rating])
@@ -220,7 +258,7 @@ def ranking_metrics(
     # One integer code per user and per product across both tables.
     rec_u = recommendations[col_user][in_top]
     rel_u = test[col_user][relevant]
-    users, _ = pd.factorize(pd.concat([rec_u, rel_u], ignore_index=True))
+    users, user_ids = pd.factorize(pd.concat([rec_u, rel_u], ignore_index=True))
     products, _ = pd.factorize(
         pd.concat([recommendations[col_product][in_top], test[col_product][relevant]], ignore_index=True)
     )
@@ -235,17 +273,9 @@ def ranking_metrics(
     evaluated = n_rel > 0
     n_eval = int(evaluated.sum())
     if n_eval == 0:
-        log.warning("ranking_metrics: no test user has a rating >= %s; every metric is NaN", relevance_threshold)
-        nan = float("nan")
-        return {
-            f"precision@{k}": nan,
-            f"recall@{k}": nan,
-            f"ndcg@{k}": nan,
-            f"map@{k}": nan,
-            f"hit_rate@{k}": nan,
-            "mrr": nan,
-            "n_users_evaluated": 0,
-        }
+        log.warning("ranking_metrics: no test user has a rating >= %s: no user to evaluate (every mean is NaN)",
+                    relevance_threshold)
+        return pd.DataFrame({col_user: user_ids[:0], **{c: np.empty(0) for c in _ranking_columns(k)}})
 
     # Recommended pairs, a product listed twice for a user kept at its best rank.
     rec_pair = pair[:n_rec]
@@ -289,18 +319,11 @@ def ranking_metrics(
     idcg_table = np.cumsum(1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64)))
     idcg = idcg_table[ideal_n - 1]
 
-    return {
-        f"precision@{k}": float(np.mean(n_hits_e / k)),
-        f"recall@{k}": float(np.mean(n_hits_e / n_rel_e)),
-        f"ndcg@{k}": float(np.mean(dcg[evaluated] / idcg)),
-        f"map@{k}": float(np.mean(ap_sum[evaluated] / ideal_n)),
-        f"hit_rate@{k}": float(np.mean(n_hits_e > 0)),
-        "mrr": float(np.mean(1.0 / best_rank[evaluated])),
-        "n_users_evaluated": n_eval,
-    }
+    values = [n_hits_e / k, n_hits_e / n_rel_e, dcg[evaluated] / idcg, ap_sum[evaluated] / ideal_n,
+              (n_hits_e > 0).astype(np.float64), 1.0 / best_rank[evaluated]]
+    return pd.DataFrame({col_user: user_ids[evaluated], **dict(zip(_ranking_columns(k), values))})
 
 
-# ------------------------------------------------------------------- error by activity
 def bucket_labels(edges: Sequence[int] = DEFAULT_ACTIVITY_EDGES) -> list[str]:
     """Readable labels of the half-open buckets ``[e_i, e_{i+1})`` and ``[e_last, inf)``.
 
