@@ -29,6 +29,15 @@ Usage::
     .venv/bin/python benchmarks/compare_peers.py --datasets generated
     # the defaults before issue 15, for the "before" column:
     .venv/bin/python benchmarks/compare_peers.py -p strong_l2 0 -p wide_margin 0 -p min_epoch_ratings 0 -p order_z 0
+    # both in one run: each metric's paired difference (now - before) and its standard error
+    .venv/bin/python benchmarks/compare_peers.py --before strong_l2 0 --before wide_margin 0 \
+        --before min_epoch_ratings 0 --before order_z 0
+
+With ``--before NAME VALUE`` (repeatable) our model is fitted a second time with those
+parameters on top of ``-p`` (``mf_bias_before`` in the tables), and each dataset reports the
+paired difference of RMSE, MAE and NDCG@10 against it with the standard error of that
+difference over the same test rows and users
+(:func:`recsys_utils.evaluation.experiment.paired_differences`): "worse" then has a size.
 
 Needs the ``bench`` extra (``pip install -e .[bench]``) for Surprise. Ends with one
 JSON line per dataset.
@@ -37,6 +46,7 @@ JSON line per dataset.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -52,7 +62,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from recsys_utils import data  # noqa: E402
 from recsys_utils.config import RunConfig  # noqa: E402
 from recsys_utils.data.synthetic import generate_ratings  # noqa: E402
-from recsys_utils.evaluation import evaluate  # noqa: E402
+from recsys_utils.evaluation import evaluate, paired_differences  # noqa: E402
 from recsys_utils.models import BiasBaseline, FactorModel, KerasRatingModel, fit_baselines  # noqa: E402
 from recsys_utils.models.keras.fits import cross_validated_bias_reg  # noqa: E402
 
@@ -145,7 +155,7 @@ def load(name: str, cfg: RunConfig) -> pd.DataFrame:
     return data.clean_ratings(raw, min_user_ratings=ku, min_product_ratings=kp)[0]
 
 
-def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
+def run_dataset(name: str, cfg: RunConfig, seed: int, before: RunConfig | None = None) -> dict:
     from surprise import SVD, BaselineOnly, Dataset, Reader
 
     ratings = load(name, cfg)
@@ -164,6 +174,13 @@ def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
     main = trainer.fit(train_rows, data.EncodedRatings.from_frame(valid, nu, npr, drop_unknown=True, **scale))
     result = trainer.result_
     seconds[main.name] = time.perf_counter() - t
+    if before is not None:  # the model before a change, on the same rows
+        t = time.perf_counter()
+        models["mf_bias_before"] = dataclasses.replace(
+            KerasRatingModel(before.train_params(), seed=seed, verbose=0).fit(
+                train_rows, data.EncodedRatings.from_frame(valid, nu, npr, drop_unknown=True, **scale)),
+            name="mf_bias_before")
+        seconds["mf_bias_before"] = time.perf_counter() - t
 
     reader = Reader(rating_scale=(cfg.rating_min, cfg.rating_max))
     frame = train[["user_idx", "product_idx", "rating"]].astype({"user_idx": str, "product_idx": str})
@@ -209,6 +226,9 @@ def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
     table["fit_seconds"] = [seconds.get(m, float("nan")) for m in table.index]
     rows = {m: {c: (None if pd.isna(v) else float(v)) for c, v in r.items()} for m, r in table.iterrows()}
     target = min(rows[m]["rmse"] for m in ("surprise_svd", "surprise_baseline", "bias"))
+    paired = None if before is None else {
+        r["metric"]: {"difference": r["difference"], "standard_error": r["standard_error"]}
+        for r in paired_differences(main, models["mf_bias_before"], train, test, k=10).to_dict("records")}
     return {
         "dataset": name,
         "ratings": int(len(ratings)),
@@ -227,6 +247,7 @@ def run_dataset(name: str, cfg: RunConfig, seed: int) -> dict:
         "wide_bias_reg": next((c["bias_reg"] for c in result.candidates if c["fit"] == "wide"), None),
         "target_rmse": target,
         "target_met": rows[main.name]["rmse"] <= target,
+        "against_before": paired,
     }
 
 
@@ -245,10 +266,35 @@ def print_table(res: dict) -> None:
         by_z = ", ".join(f"{z:g}: {v:.4f}" for z, v in res["validation_ndcg_by_order_z"].items())
         print(f"Catalog order: predicted rating minus {res['order_z']:g} standard errors of each product's mean "
               f"(validation NDCG@10 by z: {by_z}).")
+    if res.get("against_before"):
+        print("\nAgainst mf_bias_before on the same rows and users (difference ± its standard error): "
+              + ", ".join(f"{m} {_paired_cell(v)}" for m, v in res["against_before"].items()))
     if res["published_5fold_rmse"]:
         pub = res["published_5fold_rmse"]
         print(f"\nSurprise's published 5-fold RMSE on this dataset: SVD {pub['surprise_svd']}, "
               f"BaselineOnly {pub['surprise_baseline']} (other folds; context only).")
+
+
+def print_against_before(results: list[dict], params: dict) -> None:
+    """Each dataset's paired differences against the model before, and how many are worse beyond 2 SE."""
+    print(f"\n## Against the model before ({', '.join(f'{k} {v}' for k, v in params.items())}): "
+          "difference (now - before) ± standard error\n")
+    metrics = list(results[0]["against_before"]) if results else []
+    print("| dataset | " + " | ".join(metrics) + " |\n| --- |" + " --- |" * len(metrics))
+    for res in results:
+        print(f"| {res['dataset']} | " + " | ".join(_paired_cell(res["against_before"][m]) for m in metrics) + " |")
+    for m in metrics:
+        sign = 1 if m.startswith("ndcg") else -1  # higher NDCG, lower error is better
+        d = [sign * r["against_before"][m]["difference"] / r["against_before"][m]["standard_error"]
+             for r in results if r["against_before"][m]["standard_error"] > 0]
+        print(f"{m}: better on {sum(x > 0 for x in d)}, worse on {sum(x < 0 for x in d)} of {len(d)}; better by "
+              f"more than 2 SE on {sum(x > 2 for x in d)}, worse by more than 2 SE on {sum(x < -2 for x in d)}")
+
+
+def _paired_cell(v: dict) -> str:
+    """``+0.0012 ± 0.0034`` with the difference in standard errors when there is one."""
+    d, se = v["difference"], v["standard_error"]
+    return f"{d:+.4f} ± {se:.4f}" + (f" ({d / se:+.1f} SE)" if se > 0 else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
                              "chosen on; others: fresh sets to check them)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a run parameter, e.g. -p wide_margin 0")
+    parser.add_argument("--before", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="also fit our model with this parameter (on top of -p) and report paired differences "
+                             "against it, e.g. --before order_z 0")
     args = parser.parse_args(argv)
     cfg = RunConfig().with_overrides(dict(args.p)).validate()
+    before = RunConfig().with_overrides({**dict(args.p), **dict(args.before)}).validate() if args.before else None
     fresh = generated_sets(args.generated_seeds)
     GENERATED.update(fresh)
     names = [n for d in args.datasets for n in (fresh if d == "generated" else [d])]
@@ -279,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and not path.exists():
             print(f"skipping {name}: {path} not found", file=sys.stderr)
             continue
-        res = run_dataset(name, cfg, args.seed)
+        res = run_dataset(name, cfg, args.seed, before)
         print_table(res)
         results.append(res)
     print("\n## Summary: test RMSE, ours vs the best peer\n")
@@ -295,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
           "cross-validated as the wide fit's is, and Surprise SVD with the grid SVD_GRID chosen on the "
           "validation rows.)")
     print(f"\ntarget met on {sum(r['target_met'] for r in results)} of {len(results)} datasets")
+    if before is not None:
+        print_against_before(results, dict(args.before))
     for res in results:
         print(json.dumps(res))
     return 0
