@@ -16,7 +16,8 @@ from pandas.io.formats.style import Styler
 
 from recsys_utils.constants import metric_label, model_label
 
-__all__ = ["DECIMALS", "LOWER_IS_BETTER", "decimals_for", "metrics_table", "show", "summary"]
+__all__ = ["DECIMALS", "LOWER_IS_BETTER", "decimals_for", "metrics_table", "paired_table", "paired_verdict", "show",
+           "summary"]
 
 #: Decimals shown per metric (the part before any ``@k``); counts get thousands separators.
 DECIMALS = {
@@ -124,6 +125,32 @@ def metrics_table(df: pd.DataFrame, *, model_col: str = "model", mark_best: bool
         styler = styler.set_caption(caption + (" Best value of each metric marked." if mark_best else ""))
         styles.append({"selector": "caption", "props": "caption-side: top; text-align: left; color: #444"})
     return styler.set_table_styles(styles, overwrite=False)
+
+
+def paired_verdict(metric: str, difference: float, standard_error: float) -> str:
+    """``better`` / ``worse`` (by more than two standard errors, in ``metric``'s better direction) or ``within noise``."""
+    if not (np.isfinite(difference) and np.isfinite(standard_error)) or abs(difference) <= 2 * standard_error:
+        return "within noise"
+    lower = metric.partition("@")[0] in LOWER_IS_BETTER
+    return "better" if (difference < 0) == lower else "worse"
+
+
+def paired_table(paired: pd.DataFrame, *, caption: str | None = None) -> Styler:
+    """Two models on the same rows or users (:attr:`~recsys_utils.evaluation.experiment.Evaluation.paired`):
+    readable names, both values, the difference with its standard error, that difference in
+    standard errors, and the verdict (:func:`paired_verdict`)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        in_se = paired["difference"] / paired["standard_error"]
+    table = pd.DataFrame({
+        "model": paired["model"].map(model_label), "against": paired["against"].map(model_label),
+        "metric": paired["metric"].map(metric_label), "model's": paired["value"],
+        "against's": paired["against_value"], "difference": paired["difference"],
+        "± standard error": paired["standard_error"], "in standard errors": in_se.where(paired["standard_error"] > 0),
+        "verdict": [paired_verdict(m, d, e) for m, d, e in
+                    zip(paired["metric"], paired["difference"], paired["standard_error"])],
+        "rows or users": paired["n"].astype("int64")})
+    return show(table, decimals={"model's": 4, "against's": 4, "difference": 4, "± standard error": 4,
+                                 "in standard errors": 1}, caption=caption)
 
 
 def _value_text(v: object) -> str:

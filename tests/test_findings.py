@@ -20,6 +20,7 @@ from recsys_utils.cli import main
 from recsys_utils.constants import model_label
 from recsys_utils.evaluation.findings import (
     evaluation_takeaways,
+    noise_finding,
     headline,
     headline_metrics,
     losses,
@@ -149,6 +150,31 @@ def test_evaluation_takeaways_say_when_nothing_is_lost():
     text = evaluation_takeaways(m)
     assert "ahead of every baseline" in text and "Where the run's models lose" not in text
     assert text.count("\n- ") == 3 and text.startswith("- ")
+
+
+def test_noise_finding_says_whether_each_lead_is_beyond_two_standard_errors():
+    def row(model, against, metric, d, se):
+        return {"model": model, "against": against, "metric": metric, "value": 0.0, "against_value": 0.0,
+                "difference": d, "standard_error": se, "n": 100}
+
+    m = metrics_fixture()
+    m["paired"] = [row("mf_bias", "bias", "rmse", -0.16, 0.004), row("mf_bias", "bias", "mae", -0.1, 0.003),
+                   row("mf_rank_blend", "ease", "ndcg@10", 0.0078, 0.0061)]
+    text = noise_finding(m)
+    assert text.startswith(f"Beyond noise? RMSE (stars) on the same test rows, the {model_label('mf_bias')} minus "
+                           f"the {model_label('bias')}: -0.1600 ± 0.0040, a lead of 40.0 standard errors, beyond "
+                           "this split's noise; NDCG@10 for the same users, ")
+    assert text.endswith(": +0.0078 ± 0.0061, 1.3 standard errors, within this split's noise: another split could "
+                         "reverse it.")
+    assert "MAE" not in text  # RMSE speaks for the stars, MAE agrees
+    m["paired"][1] = row("mf_bias", "bias", "mae", 0.003, 0.0006)
+    assert (f"; MAE (stars) on the same test rows, the {model_label('mf_bias')} minus the {model_label('bias')}: "
+            "+0.0030 ± 0.0006, behind by 5.0 standard errors, more than this split's noise; NDCG@10") in noise_finding(m)
+    m["paired"] = [row("mf_rank", "popularity", "ndcg@10", -0.03, 0.01)]
+    assert noise_finding(m).endswith("-0.0300 ± 0.0100, behind by 3.0 standard errors, more than this split's noise.")
+    assert evaluation_takeaways(m).count("\n- ") == 3 + 1  # its own bullet
+    del m["paired"]
+    assert noise_finding(m) is None
 
 
 def test_headline_metrics_use_readable_names_and_the_runs_own_models():

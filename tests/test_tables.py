@@ -7,7 +7,7 @@ import re
 import pandas as pd
 
 from recsys_utils.constants import metric_label, model_label
-from recsys_utils.tables import metrics_table, show, summary
+from recsys_utils.tables import metrics_table, paired_table, paired_verdict, show, summary
 
 
 def _cells(html: str) -> list[list[str]]:
@@ -62,3 +62,22 @@ def test_summary_puts_facts_side_by_side_with_readable_numbers():
     assert cells[0] == ["", "as read", "cleaned"]
     assert cells[1:] == [["ratings", "200,000", "179,790"], ["density", "0.000833", "0.0012"],
                          ["mean rating", "4.18", "–"], ["first", "2010-01-01", "–"]]
+
+
+def test_paired_verdict_counts_two_standard_errors_in_the_metrics_better_direction():
+    assert paired_verdict("rmse", -0.021, 0.01) == "better"      # lower error, beyond 2 SE
+    assert paired_verdict("ndcg@10", -0.021, 0.01) == "worse"    # lower NDCG
+    assert paired_verdict("ndcg@10", 0.019, 0.01) == "within noise"
+    assert paired_verdict("mae", 0.03, 0.01) == "worse"
+    assert paired_verdict("rmse", 0.0, 0.0) == "within noise"    # identical models
+
+
+def test_paired_table_shows_both_values_the_difference_in_standard_errors_and_the_verdict():
+    df = pd.DataFrame({"model": ["mf_bias", "mf_rank_blend"], "against": ["bias", "ease"], "metric": ["rmse", "ndcg@10"],
+                       "value": [0.8353, 0.1480], "against_value": [0.9993, 0.1402], "difference": [-0.164, 0.0078],
+                       "standard_error": [0.004, 0.0061], "n": [17979, 9500]})
+    cells = _cells(paired_table(df).to_html())
+    assert cells[0][:3] == ["model", "against", "metric"] and cells[0][-2:] == ["verdict", "rows or users"]
+    assert cells[1] == [model_label("mf_bias"), model_label("bias"), metric_label("rmse"), "0.8353", "0.9993",
+                        "-0.1640", "0.0040", "-41.0", "better", "17,979"]
+    assert cells[2][-4:] == ["0.0061", "1.3", "within noise", "9,500"]

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_USER_COL, metric_label, model_label
+from recsys_utils.tables import paired_verdict
 
 __all__ = [
     "TRAINED_MODELS",
@@ -36,6 +37,7 @@ __all__ = [
     "ranking_finding",
     "personalisation_finding",
     "losses",
+    "noise_finding",
     "headline",
     "headline_points",
     "headline_metrics",
@@ -253,13 +255,36 @@ def _bullets(lines: list[str]) -> str:
     return "\n".join(f"- {line}" for line in lines if line)
 
 
+def noise_finding(metrics: Mapping[str, Any]) -> str | None:
+    """Whether the run's models lead their strongest baselines by more than this split's noise
+    (``metrics.json["paired"]``: the rating model's RMSE per test row, the recommender's NDCG@K
+    per user, each difference with its standard error; MAE only where it is behind beyond noise); None when
+    the run has no such pairs."""
+    parts = []
+    for row in metrics.get("paired") or []:
+        d, se = row["difference"], row["standard_error"]
+        verdict = paired_verdict(row["metric"], d, se)
+        if row["metric"] == "mae" and verdict != "worse":  # RMSE speaks for the stars, unless MAE disagrees
+            continue
+        size = f"{abs(d) / se:.1f} standard errors" if se > 0 else "no spread at all"
+        said = {"better": f"a lead of {size}, beyond this split's noise",
+                "worse": f"behind by {size}, more than this split's noise",
+                "within noise": f"{size}, within this split's noise: another split could reverse it"}[verdict]
+        unit = "on the same test rows" if row["metric"] in ("rmse", "mae") else "for the same users"
+        parts.append(f"{metric_label(row['metric'])} {unit}, {_the(row['model'])} minus {_the(row['against'])}: "
+                     f"{d:+.4f} ± {se:.4f}, {said}")
+    return ("Beyond noise? " + _capital("; ".join(parts)) + ".") if parts else None
+
+
 def evaluation_takeaways(metrics: Mapping[str, Any]) -> str:
-    """The closing cell of ``04_evaluation``: winners, personalisation, and where the run's models lose."""
+    """The closing cell of ``04_evaluation``: winners, whether they lead beyond noise, personalisation, and where
+    the run's models lose."""
     lost = losses(metrics)
     lost_text = ("Where the run's models lose: " + "; ".join(lost) + "."
                  if lost else "The recommender is ahead of every baseline on every ranking and breadth metric, "
                               "and the rating model on every user-activity group.")
-    return _bullets([*headline_points(metrics), lost_text])
+    noise = noise_finding(metrics)
+    return _bullets([*headline_points(metrics), *([noise] if noise else []), lost_text])
 
 
 def training_takeaways(history: Mapping[str, Any], recommender: Mapping[str, Any] | None = None) -> str:
