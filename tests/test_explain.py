@@ -9,6 +9,7 @@ neighbour filter: similar products need a minimum number of training ratings.
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -126,6 +127,28 @@ def test_a_ranking_model_is_explained_by_what_orders_its_list_with_the_rating_mo
     table = ex.explanations_table("U0", ["P4", "P1"])
     assert table["reason"].tolist() == ["rated highly overall", e_reason(ex, "U0", "P1")]
     np.testing.assert_allclose(table["predicted_stars"], rating.predict(np.zeros(2, int), np.array([4, 1])))
+
+
+def test_a_rating_model_ordering_by_a_lower_bound_says_what_the_bound_moves():
+    # P4 has one training rating (U3's), P0 two, P1-P3 three: offsets chosen by hand, as
+    # validation.lower_bound_offset would give them (the fewer the ratings, the lower).
+    offset = np.array([-0.2, -0.1, -0.1, -0.1, -0.5])
+    ex = explorer(product_bias=np.array([0.0, 0.0, 0.0, 0.0, 0.4]))
+    ex = explore.Explorer(dataclasses.replace(ex.factor_model, order_offset=offset), ex.encoders, TRAIN.copy())
+    e = ex.explain("U0", "P4")
+    d = e.decomposition
+    assert d["order_offset"] == pytest.approx(-0.5)
+    order = float(ex.factor_model.order_score(np.array([0]), np.array([4]))[0])
+    assert d["order_score"] == pytest.approx(order) and d["order_score"] == pytest.approx(d["score"] - 0.5)
+    # the stars do not move: predicted from the score alone
+    assert d["predicted_stars"] == pytest.approx(float(ex.factor_model.predict(np.array([0]), np.array([4]))[0]))
+    line = next(x for x in e.text.splitlines() if "caution" in x)
+    # against the mean offset of the five products, all rated in training: -0.2
+    assert line.startswith("- its place in rating's lists also counts -0.50 for caution with 1 training rating "
+                           "(-0.30 against the average product's)")
+    plain = explorer(product_bias=np.array([0.0, 0.0, 0.0, 0.0, 0.4])).explain("U0", "P4")
+    assert plain.decomposition["order_offset"] == 0.0 and "caution" not in plain.text
+    assert plain.text.splitlines()[1:] == [x for x in e.text.splitlines()[1:] if "caution" not in x]
 
 
 def e_reason(ex: explore.Explorer, user: str, product: str) -> str:

@@ -19,6 +19,12 @@ The product and taste lifts add up exactly to how far this product's score is ab
 user's average product: what placed it in the list. The part with the largest positive
 lift *dominates*: among all three for a rating model (its score is the predicted stars),
 among product and taste for a ranking model (only the order of its scores means anything).
+
+A rating model may order its own lists by a lower bound of its prediction rather than the
+prediction (:attr:`~recsys_utils.models.factors.FactorModel.order_offset`, minus a few
+standard errors of the product's mean: the fewer its ratings, the lower). That offset is a
+part of the list's order, not of the score or the stars, and the explanation shows it as
+such, against the average product's.
 """
 
 from __future__ import annotations
@@ -58,7 +64,9 @@ class Explanation:
         ``product_bias`` and ``dot_product`` (logit units for the sigmoid model), their
         sum ``score`` (equal to ``FactorModel.score`` of the pair) and ``predicted_stars``
         (the explained model's stars, else the rating model's when the explorer has one,
-        else NaN: a ranking model's scores are not stars).
+        else NaN: a ranking model's scores are not stars); ``order_offset`` (the model's
+        ``order_offset`` of the product, 0 without one) and ``order_score`` (``score`` plus
+        it: what the model's lists are ordered by).
     lifts : dict
         ``product``, ``taste`` and ``user``: each part minus its average (see the module
         docstring); ``product + taste`` is the score minus the user's average score.
@@ -115,8 +123,9 @@ def decompose(model: FactorModel, u: int, p: int, rating_model: FactorModel | No
         stars = float(model.to_stars(np.array([score]))[0])
     elif rating_model is not None:
         stars = float(rating_model.predict(np.array([u]), np.array([p]))[0])
+    offset = 0.0 if model.order_offset is None else float(model.order_offset[p])
     return {"global_bias": gb, "user_bias": ub, "product_bias": pb, "dot_product": dot, "score": score,
-            "predicted_stars": stars}
+            "predicted_stars": stars, "order_offset": offset, "order_score": score + offset}
 
 
 def lifts(model: FactorModel, u: int, parts: dict[str, float], averages: Averages) -> dict[str, float]:
@@ -159,6 +168,19 @@ def placement_sentence(lift: dict[str, float]) -> str:
     total = lift["product"] + lift["taste"]
     return (f"what sets it apart from your average product ({total:+.2f}): "
             + ", ".join(f"{named[k]} {lift[k]:+.2f}" for k in order))
+
+
+def order_sentence(model: FactorModel, p: int, n_ratings: int, product_n: np.ndarray) -> str | None:
+    """What the model's ``order_offset`` adds to the product's place in its lists, against the
+    average product's (over products with training ratings); None without an offset."""
+    if model.order_offset is None:
+        return None
+    offset = float(model.order_offset[p])
+    rated = product_n > 0
+    mean = float(model.order_offset[rated].astype(np.float64).mean()) if rated.any() else 0.0
+    return (f"its place in {model.name}'s lists also counts {offset:+.2f} for caution with {n_ratings} training "
+            f"rating{'' if n_ratings == 1 else 's'} ({offset - mean:+.2f} against the average product's): the list is "
+            "ordered by a lower bound of the prediction, the stars are not")
 
 
 def similar_lines(table: pd.DataFrame) -> list[str]:

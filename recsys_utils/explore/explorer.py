@@ -55,7 +55,7 @@ from recsys_utils.constants import DEFAULT_PRODUCT_COL, DEFAULT_RATING_COL, DEFA
 from recsys_utils.data.encoding import Encoders
 from recsys_utils.errors import ParameterError, UnknownIDError, positive_int
 from recsys_utils.explore.explain import REASONS, Averages, Explanation, decompose, dominant_part, lifts
-from recsys_utils.explore.explain import placement_sentence, reason_sentence, similar_lines, stars_text
+from recsys_utils.explore.explain import order_sentence, placement_sentence, reason_sentence, similar_lines, stars_text
 from recsys_utils.models.factors import FactorModel
 from recsys_utils.models.topk import nearest_rows
 
@@ -296,6 +296,9 @@ class Explorer:
         lines = [f"{product_id} for {user_id}: {outcome}",
                  "- " + reason_sentence(dominant, lift, predicts_ratings=model.predicts_ratings),
                  "- " + placement_sentence(lift)]
+        caution = order_sentence(model, p, int(stats.product_n[p]), stats.product_n)
+        if caution:
+            lines.append("- " + caution)
         if stats.product_n[p] == 0:
             lines.append(f"- {product_id} has no training ratings: its embedding is untrained, so similarities to it mean little")
         if not len(table):
