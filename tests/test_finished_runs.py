@@ -163,7 +163,9 @@ def test_a_failed_run_is_refused_unless_allowed(base, tmp_path, capsys):
 def test_a_real_overwrite_killed_part_way_leaves_the_finished_run_answering(base, capsys):
     cmd = [sys.executable, "-m", "recsys_utils", "-q", "run", "--data", str(base["data"]), "--reports-dir",
            str(base["reports"]), "--run-name", "base", "--overwrite", *sum((["-p", k, v] for k, v in SMALL.items()), [])]
-    child = subprocess.Popen(cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    (base["root"] / "tmp").mkdir(exist_ok=True)  # what the killed run cannot remove lands there, not in /tmp
+    child = subprocess.Popen(cmd, env={**ENV, "TMPDIR": str(base["root"] / "tmp")}, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     staged = staging_dir(base["reports"], "base")
     end = time.monotonic() + 240
     try:

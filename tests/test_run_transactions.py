@@ -126,8 +126,15 @@ def start_child(world, name: str, overwrite: bool = True) -> subprocess.Popen:
     """A run in its own process group that holds in 01 until ``hold`` is removed or it is killed."""
     (world["root"] / "hold").write_text("")
     return subprocess.Popen([sys.executable, "-c", CHILD, str(world["nbs"]), str(world["data"]), str(world["reports"]),
-                             name, "1" if overwrite else "0"], env=ENV, start_new_session=True,
+                             name, "1" if overwrite else "0"], env=killable_env(world["root"]), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def killable_env(root: Path) -> dict[str, str]:
+    """ENV with the child's temporary files under ``root``: a SIGKILLed run cannot remove its
+    kernelspec folder (``runs.pipeline``), so it is left in pytest's folder, not in /tmp."""
+    (root / "tmp").mkdir(exist_ok=True)
+    return {**ENV, "TMPDIR": str(root / "tmp")}
 
 
 def wait_for(cond, what: str, timeout: float = 90) -> None:
