@@ -309,7 +309,7 @@ def test_the_default_runs_sentences_name_its_winners(default_run):
 def test_the_movielens_runs_sentences_name_its_winners(shared_data, tmp_path):
     data = shared_data / "movielens_100k" / "u.data"
     assert main(["-q", "run", "--data", str(data), "--reports-dir", str(tmp_path), "--run-name", "ml100k",
-                 "-p", "epochs", "8", "-p", "rank_epochs", "6",
+                 "-p", "epochs", "4", "-p", "rank_epochs", "3",
                  # one rating fit: the default run's test covers the comparison of three
                  "-p", "compare_below", "0"]) == 0
     check_run(tmp_path / "ml100k")

@@ -157,8 +157,10 @@ def weights_equal(a, b) -> bool:
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_history(data):
-    a = train(data, epochs=3, patience=0, seed=11)
-    b = train(data, epochs=3, patience=0, seed=11)
+    # every fit (main, strong L2, wide: its seeds averaged, its shrinkage cross-validated), kept small
+    small = {"epochs": 2, "patience": 0, "seed": 11, "wide_seeds": 2, "wide_bias_folds": 2}
+    a, b = train(data, **small), train(data, **small)
+    assert [c["fit"] for c in a.candidates] == ["main", "strong_l2", "wide"]
     assert weights_equal(a.model, b.model)
     assert a.history == b.history
 
@@ -336,7 +338,8 @@ def test_epoch_batches_reshuffle_every_epoch():
 
 # ------------------------------------------------------------------ the fit contract
 def test_keras_rating_model_fit_returns_the_trained_weights_as_a_factor_model(data):
-    trainer = KerasRatingModel(TrainParams(epochs=2, patience=0), verbose=0, embedding_dim=8)
+    trainer = KerasRatingModel(TrainParams(epochs=2, patience=0, wide_seeds=2, wide_bias_folds=2), verbose=0,
+                               embedding_dim=8)
     assert trainer.params.embedding_dim == 8 and trainer.name == "mf_bias"
     fm = trainer.fit(encoded(data, data.train), encoded(data, data.valid, drop_unknown=True))
     assert isinstance(fm, FactorModel) and fm.name == "mf_bias" and fm.link == "sigmoid"
