@@ -99,6 +99,7 @@ class Averages:
     product_bias: float
     product_factors: np.ndarray  # the mean factor row, float64
     user_bias: float
+    order_offset: float = 0.0  # the model's mean order_offset (0 without one)
 
     @classmethod
     def of(cls, model: FactorModel, product_n: np.ndarray, user_n: np.ndarray) -> "Averages":
@@ -108,6 +109,8 @@ class Averages:
             product_bias=float(model.product_bias[p_rows].astype(np.float64).mean()) if p_rows.any() else 0.0,
             product_factors=pf.mean(axis=0) if len(pf) else np.zeros(model.dim),
             user_bias=float(model.user_bias[u_rows].astype(np.float64).mean()) if u_rows.any() else 0.0,
+            order_offset=(float(model.order_offset[p_rows].astype(np.float64).mean())
+                          if model.order_offset is not None and p_rows.any() else 0.0),
         )
 
 
@@ -170,14 +173,12 @@ def placement_sentence(lift: dict[str, float]) -> str:
             + ", ".join(f"{named[k]} {lift[k]:+.2f}" for k in order))
 
 
-def order_sentence(model: FactorModel, p: int, n_ratings: int, product_n: np.ndarray) -> str | None:
+def order_sentence(model: FactorModel, p: int, n_ratings: int, averages: Averages) -> str | None:
     """What the model's ``order_offset`` adds to the product's place in its lists, against the
     average product's (over products with training ratings); None without an offset."""
     if model.order_offset is None:
         return None
-    offset = float(model.order_offset[p])
-    rated = product_n > 0
-    mean = float(model.order_offset[rated].astype(np.float64).mean()) if rated.any() else 0.0
+    offset, mean = float(model.order_offset[p]), averages.order_offset
     return (f"its place in {model.name}'s lists also counts {offset:+.2f} for caution with {n_ratings} training "
             f"rating{'' if n_ratings == 1 else 's'} ({offset - mean:+.2f} against the average product's): the list is "
             "ordered by a lower bound of the prediction, the stars are not")

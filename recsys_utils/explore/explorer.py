@@ -296,7 +296,7 @@ class Explorer:
         lines = [f"{product_id} for {user_id}: {outcome}",
                  "- " + reason_sentence(dominant, lift, predicts_ratings=model.predicts_ratings),
                  "- " + placement_sentence(lift)]
-        caution = order_sentence(model, p, int(stats.product_n[p]), stats.product_n)
+        caution = order_sentence(model, p, int(stats.product_n[p]), stats.averages)
         if caution:
             lines.append("- " + caution)
         if stats.product_n[p] == 0:
