@@ -328,7 +328,7 @@ def test_the_fitted_model_orders_by_the_lower_bound_validation_ranks_best(bias_d
     trainer, fm, _ = bias_fits
     res = trainer.result_
     scores = res.params["validation_ndcg_by_order_z"]
-    assert list(scores) == [0.0, 0.5, 1.0, 2.0, 4.0] == list(trainer.params.order_z)
+    assert list(scores) == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0] == list(trainer.params.order_z)
     z = res.params["order_z_chosen"]
     assert z == max(scores, key=scores.get)  # the first of the best
     assert res.params["order_sigma"] == res.best_rmse

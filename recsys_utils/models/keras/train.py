@@ -159,7 +159,7 @@ class TrainParams:
     wide_bias_folds: int = 5
     wide_seeds: int = 5
     select_se: float = 1.0
-    order_z: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    order_z: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     seed: int = 42
     engine: str = "fast"
     jit_compile: bool | None = None
