@@ -237,7 +237,10 @@ def test_training_takeaways_compare_train_and_validation_at_the_best_epoch():
                                   "validation_ndcg_by_order_z": {"0.0": 0.0312, "2.0": 0.0401, "4.0": 0.0399}})
     assert ("Rating model's own lists: ordered by its predicted rating minus **2 standard errors** of each product's "
             "mean (validation RMSE 0.912 / √(the product's training ratings))") in training_takeaways(order)
-    assert "NDCG@10 by z: z 0: 0.0312, z 2: 0.0401, z 4: 0.0399" in training_takeaways(order)
+    assert "NDCG@10 by z: z 0: 0.0312, z 2: 0.0401, z 4: 0.0399. Its" in training_takeaways(order)
+    edge = dict(order, params=dict(order["params"], order_z_chosen=4.0))
+    assert ("z 4: 0.0399 (the largest z tried: the lists lean as far towards popular products as `order_z` "
+            "lets them). Its") in training_takeaways(edge)
     plain = dict(order, params=dict(order["params"], order_z_chosen=0.0))
     assert "ordered by its predicted rating itself" in training_takeaways(plain)
     assert "own lists" not in training_takeaways(history)  # not chosen (no validation rows, or an older run)

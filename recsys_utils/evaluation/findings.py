@@ -357,7 +357,9 @@ def _catalog_order(history: Mapping[str, Any]) -> str:
            "ratings)), a lower bound that a product with a few high ratings does not top by luck"
            if z else "by its predicted rating itself")
     tried = ", ".join(f"z {k:g}: {v:.4f}" for k, v in scores.items())
-    return (f"Rating model's own lists: ordered {how}; validation {metric_label('ndcg@10')} by z: {tried}. "
+    edge = (" (the largest z tried: the lists lean as far towards popular products as `order_z` lets them)"
+            if z and float(z) == max(scores) else "")
+    return (f"Rating model's own lists: ordered {how}; validation {metric_label('ndcg@10')} by z: {tried}{edge}. "
             "Its predictions, and the stars every list shows, do not change.")
 
 
