@@ -38,6 +38,8 @@ parameters on top of ``-p`` (``mf_bias_before`` in the tables), and each dataset
 paired difference of RMSE, MAE and NDCG@10 against it with the standard error of that
 difference over the same test rows and users
 (:func:`recsys_utils.evaluation.experiment.paired_differences`): "worse" then has a size.
+The summary also counts where the rating model's own lists are less personal than before
+(lower coverage, higher top-1 share; no standard error for these).
 
 Needs the ``bench`` extra (``pip install -e .[bench]``) for Surprise. Ends with one
 JSON line per dataset.
@@ -235,7 +237,8 @@ def run_dataset(name: str, cfg: RunConfig, seed: int, before: RunConfig | None =
         "mean_rating": float(ratings["rating"].mean()),
         "train_rows": int(len(train)),
         "test_rows": int(len(test)),
-        "models": {m: {k: rows[m].get(k) for k in ("rmse", "mae", "ndcg@10", "fit_seconds")} for m in rows},
+        "models": {m: {k: rows[m].get(k) for k in ("rmse", "mae", "ndcg@10", "coverage", "top1_share", "fit_seconds")}
+                   for m in rows},
         "published_5fold_rmse": PUBLISHED.get(name),
         "epochs": len(result.history["loss"]),
         "kept_fit": result.fit,
@@ -253,9 +256,9 @@ def run_dataset(name: str, cfg: RunConfig, seed: int, before: RunConfig | None =
 
 def print_table(res: dict) -> None:
     print(f"\n## {res['dataset']}: {res['ratings']:,} ratings, {res['train_rows']:,} train / {res['test_rows']:,} test rows")
-    print("| model | RMSE | MAE | NDCG@10 | fit seconds |\n| --- | --- | --- | --- | --- |")
+    print("| model | RMSE | MAE | NDCG@10 | coverage | top-1 share | fit seconds |\n| --- | --- | --- | --- | --- | --- | --- |")
     for m, r in res["models"].items():
-        cells = [f"{r[c]:.4f}" if r[c] is not None else "—" for c in ("rmse", "mae", "ndcg@10")]
+        cells = [f"{r[c]:.4f}" if r[c] is not None else "—" for c in ("rmse", "mae", "ndcg@10", "coverage", "top1_share")]
         fit = f"{r['fit_seconds']:.1f}" if r["fit_seconds"] is not None else "—"
         print(f"| {m} | " + " | ".join(cells) + f" | {fit} |")
     fits = ", ".join(f"{k} {v:.4f}" for k, v in res["fits"].items())
@@ -280,15 +283,24 @@ def print_against_before(results: list[dict], params: dict) -> None:
     print(f"\n## Against the model before ({', '.join(f'{k} {v}' for k, v in params.items())}): "
           "difference (now - before) ± standard error\n")
     metrics = list(results[0]["against_before"]) if results else []
-    print("| dataset | " + " | ".join(metrics) + " |\n| --- |" + " --- |" * len(metrics))
+    print("| dataset | " + " | ".join(metrics) + " | coverage, before → now | top-1 share, before → now |\n| --- |"
+          + " --- |" * (len(metrics) + 2))
     for res in results:
-        print(f"| {res['dataset']} | " + " | ".join(_paired_cell(res["against_before"][m]) for m in metrics) + " |")
+        now, was = res["models"]["mf_bias"], res["models"]["mf_bias_before"]
+        print(f"| {res['dataset']} | " + " | ".join(_paired_cell(res["against_before"][m]) for m in metrics)
+              + f" | {was['coverage']:.3f} → {now['coverage']:.3f} | {was['top1_share']:.2f} → {now['top1_share']:.2f} |")
     for m in metrics:
         sign = 1 if m.startswith("ndcg") else -1  # higher NDCG, lower error is better
         d = [sign * r["against_before"][m]["difference"] / r["against_before"][m]["standard_error"]
              for r in results if r["against_before"][m]["standard_error"] > 0]
         print(f"{m}: better on {sum(x > 0 for x in d)}, worse on {sum(x < 0 for x in d)} of {len(d)}; better by "
               f"more than 2 SE on {sum(x > 2 for x in d)}, worse by more than 2 SE on {sum(x < -2 for x in d)}")
+    # How personal the rating model's own lists are: no standard error, so plain counts.
+    for key, label, fewer in (("coverage", "coverage", "lower"), ("top1_share", "top-1 share", "higher")):
+        worse = [r["dataset"] for r in results if (r["models"]["mf_bias"][key] - r["models"]["mf_bias_before"][key])
+                 * (1 if fewer == "higher" else -1) > 0]
+        print(f"{label} of the rating model's lists: {fewer} (less personal) than before on {len(worse)} of "
+              f"{len(results)}")
 
 
 def _paired_cell(v: dict) -> str:
