@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -223,17 +224,26 @@ def test_sigkill_mid_run_leaves_the_finished_run_and_an_interrupted_staging(unch
     assert load_run(w["done"]).state == "ok"
 
 
-def test_after_a_kill_the_name_is_free_and_the_next_run_clears_the_leftovers(world, tmp_path):
+def test_after_a_kill_the_name_is_free_and_the_next_run_clears_the_leftovers(world, tmp_path, monkeypatch):
     w = dict(world, reports=tmp_path / "reports")
     child = start_child(w, "k")
     wait_for(lambda: in_01(w, "k", child), "the child to reach 01")
     kill(child)
+    # SIGKILL skipped the child's cleanup: its kernelspec folder (named as its) is still there
+    temp = w["root"] / "tmp"
+
+    def the_childs_kernel_dirs() -> list[Path]:
+        return [d for d in temp.glob("recsys-kernels-*") if json.loads((d / "owner.json").read_text())["pid"] == child.pid]
+
+    assert len(the_childs_kernel_dirs()) == 1
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the next run uses the same temporary folder
     assert not (tmp_path / "reports" / "k").exists()
     with pytest.raises(RunError, match=r"no such run directory; .*the run was interrupted in 01_eda: process "
                                        rf"{child.pid} on {socket.gethostname()}.* is gone"):
         load_run(tmp_path / "reports" / "k")
     result = fake_run(w["nbs"], w["data"], w["reports"], "k")  # the kernel released the dead run's lock
     assert result.ok and not staging_dir(w["reports"], "k").exists()
+    assert the_childs_kernel_dirs() == []  # and the next run removed the dead one's kernelspec folder
 
 
 def test_cli_recommend_on_an_interrupted_run_exits_2_naming_the_notebook(world, tmp_path, capsys):

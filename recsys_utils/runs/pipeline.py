@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from recsys_utils.errors import ParameterError, RecsysError, RunError
 from recsys_utils.io import PROGRESS_ENV, filesystem_error, project_root, read_json, write_json
 from recsys_utils.runs.layout import RunPaths
 from recsys_utils.runs.report import render_html, write_index, write_reports_index
-from recsys_utils.runs.transaction import RunTransaction, check_run_name, list_runs, process_identity
+from recsys_utils.runs.transaction import RunTransaction, check_run_name, list_runs, process_alive, process_identity
 
 __all__ = ["PIPELINE_PARAMETERS", "notebooks_dir", "run_pipeline", "refresh_index", "RunResult"]
 
@@ -77,15 +78,33 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+KERNEL_DIR_PREFIX = "recsys-kernels-"
+KERNEL_DIR_OWNER = "owner.json"
+
+
+def _remove_orphan_kernel_dirs() -> None:
+    """Remove the temporary kernelspec folders whose owner process is gone (a run killed with SIGKILL)."""
+    for folder in Path(tempfile.gettempdir()).glob(KERNEL_DIR_PREFIX + "*"):
+        try:
+            owner = read_json(folder / KERNEL_DIR_OWNER)
+        except (OSError, ValueError, RecsysError):
+            continue  # not ours, or still being written
+        if isinstance(owner, dict) and process_alive(owner) is False:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _this_interpreter_kernel() -> Iterator[str]:
     """A kernelspec that runs *this* interpreter, visible for the duration.
 
     Papermill would otherwise look up a kernel by name, which may point to another
-    Python (or not exist inside a fresh virtual environment): ``NoSuchKernel``.
+    Python (or not exist inside a fresh virtual environment): ``NoSuchKernel``. The folder
+    names its owner; those of killed runs (SIGKILL skips the cleanup) are removed here.
     """
+    _remove_orphan_kernel_dirs()
     name = "recsys-utils-" + hashlib.sha1(sys.executable.encode()).hexdigest()[:10]
-    with tempfile.TemporaryDirectory(prefix="recsys-kernels-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=KERNEL_DIR_PREFIX) as tmp:
+        write_json(Path(tmp) / KERNEL_DIR_OWNER, process_identity())
         spec_dir = Path(tmp) / "kernels" / name
         spec_dir.mkdir(parents=True)
         (spec_dir / "kernel.json").write_text(
