@@ -296,11 +296,10 @@ def print_against_before(results: list[dict], params: dict) -> None:
         print(f"{m}: better on {sum(x > 0 for x in d)}, worse on {sum(x < 0 for x in d)} of {len(d)}; better by "
               f"more than 2 SE on {sum(x > 2 for x in d)}, worse by more than 2 SE on {sum(x < -2 for x in d)}")
     # How personal the rating model's own lists are: no standard error, so plain counts.
-    for key, label, fewer in (("coverage", "coverage", "lower"), ("top1_share", "top-1 share", "higher")):
-        worse = [r["dataset"] for r in results if (r["models"]["mf_bias"][key] - r["models"]["mf_bias_before"][key])
-                 * (1 if fewer == "higher" else -1) > 0]
-        print(f"{label} of the rating model's lists: {fewer} (less personal) than before on {len(worse)} of "
-              f"{len(results)}")
+    for key, label, sign in (("coverage", "coverage", -1), ("top1_share", "top-1 share", 1)):
+        n = sum(sign * (r["models"]["mf_bias"][key] - r["models"]["mf_bias_before"][key]) > 0 for r in results)
+        print(f"{label} of the rating model's lists: {'higher' if sign > 0 else 'lower'} (less personal) than "
+              f"before on {n} of {len(results)}")
 
 
 def _paired_cell(v: dict) -> str:

@@ -123,8 +123,8 @@ class RunConfig:
                           "more than this many standard errors (one-standard-error rule; 0 = the lowest wins)")
     order_z: list[float] = _t("order_z", "with a validation split, the rating model orders its own lists (not a blend) by "
                               "its predicted rating minus z standard errors of each product's mean; z of these, the "
-                              "best on validation NDCG@10 (a larger z: nearer popularity; predictions do not change; [0] = by "
-                              "the predictions)")
+                              "best on validation NDCG@10 (a larger z: nearer popularity; predictions do not "
+                              "change; [0] = by the predictions)")
     engine: str = _t("engine", "fast (XLA-compiled epochs, row-sparse Adam) | keras (model.fit, dense Adam)")
     # 03_training: the ranking model (which products a user chooses; orders the top-N lists)
     rank_embedding_dim: int = _r("rank_embedding_dim", "ranking model: size of the user and product embeddings")
