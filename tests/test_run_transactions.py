@@ -233,7 +233,8 @@ def test_after_a_kill_the_name_is_free_and_the_next_run_clears_the_leftovers(wor
     temp = w["root"] / "tmp"
 
     def the_childs_kernel_dirs() -> list[Path]:
-        return [d for d in temp.glob("recsys-kernels-*") if json.loads((d / "owner.json").read_text())["pid"] == child.pid]
+        return [d for d in temp.glob(pipeline.KERNEL_DIR_PREFIX + "*")
+                if json.loads((d / pipeline.KERNEL_DIR_OWNER).read_text())["pid"] == child.pid]
 
     assert len(the_childs_kernel_dirs()) == 1
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the next run uses the same temporary folder

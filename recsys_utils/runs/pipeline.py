@@ -87,7 +87,7 @@ def _remove_orphan_kernel_dirs() -> None:
     for folder in Path(tempfile.gettempdir()).glob(KERNEL_DIR_PREFIX + "*"):
         try:
             owner = read_json(folder / KERNEL_DIR_OWNER)
-        except (OSError, ValueError, RecsysError):
+        except RunError:  # read_json's error for a missing, unreadable or damaged file
             continue  # not ours, or still being written
         if isinstance(owner, dict) and process_alive(owner) is False:
             shutil.rmtree(folder, ignore_errors=True)
